@@ -29,7 +29,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Core tools of the detection and segmentation examples: built-in datasets, "
         "COCO evaluation, benchmarks and a guided tour.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS.values():
         try:
