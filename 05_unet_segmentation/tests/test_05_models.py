@@ -1,0 +1,79 @@
+"""U-Net, FCN-8s and PSPNet: shapes, the papers' sizes and parameter counts, bilinear initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from fcn8s import FCN8s, bilinear_kernel, load_vgg16_imagenet
+from pspnet import PSPNet, PyramidPooling
+from unet import UNET_PAPER, UNet, center_crop, count_parameters
+
+
+def test_unet_paper_configuration_sizes_and_parameters():
+    with torch.device("meta"):  # shapes and counts only: no memory, no compute
+        model = UNet(in_channels=1, num_classes=2, **UNET_PAPER)
+        # the paper's figure 1: a 572x572 tile gives a 388x388 map; 31,030,658 weights for 2 classes
+        assert count_parameters(model) == 31_030_658
+        assert model(torch.zeros(1, 1, 572, 572)).shape == (1, 2, 388, 388)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (101, 101), (37, 90)])
+@pytest.mark.parametrize("bilinear", [False, True])
+def test_unet_same_padding_keeps_size(size, bilinear):
+    model = UNet(in_channels=1, num_classes=3, base_width=4, depth=3, bilinear=bilinear)
+    assert model(torch.zeros(2, 1, *size)).shape == (2, 3, *size)
+
+
+def test_center_crop_takes_the_middle():
+    grid = torch.arange(36.0).view(1, 1, 6, 6)
+    assert center_crop(grid, 2, 2).flatten().tolist() == [14.0, 15.0, 20.0, 21.0]
+
+
+def test_bilinear_transposed_convolution_equals_interpolation_inside():
+    images = torch.rand(2, 3, 16, 16)
+    layer = torch.nn.ConvTranspose2d(3, 3, 16, stride=8, padding=4, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(bilinear_kernel(3, 3, 16))
+        upsampled = layer(images)
+    reference = F.interpolate(images, scale_factor=8, mode="bilinear", align_corners=False)
+    assert upsampled.shape == reference.shape
+    torch.testing.assert_close(upsampled[..., 8:-8, 8:-8], reference[..., 8:-8, 8:-8])
+
+
+@pytest.mark.parametrize("size", [(160, 480), (100, 130)])
+def test_fcn8s_output_matches_input_size(size):
+    model = FCN8s(num_classes=2, width=0.125)
+    assert model(torch.zeros(1, 3, *size)).shape == (1, 2, *size)
+
+
+def test_fcn8s_full_width_is_vgg16_and_takes_imagenet_weights():
+    with torch.device("meta"):  # skip the slow random init of 2 x 134M weights
+        model = FCN8s(num_classes=2, width=1.0)
+        vgg = torchvision.models.vgg16(weights=None)
+    model, vgg = model.to_empty(device="cpu"), vgg.to_empty(device="cpu")
+    with torch.no_grad():
+        for param in vgg.parameters():
+            param.uniform_(-0.01, 0.01)
+    load_vgg16_imagenet(model, vgg.state_dict())
+    torch.testing.assert_close(model.features[28].weight, vgg.features[28].weight)
+    torch.testing.assert_close(model.fc6.weight.flatten(1), vgg.classifier[0].weight)
+    # fc6 as a 7x7 convolution on a 7x7 pool5 map == the Linear layer on the flattened map
+    pool5 = torch.rand(1, 512, 7, 7)
+    conv_out = F.conv2d(pool5, model.fc6.weight, model.fc6.bias)[:, :, 0, 0]
+    torch.testing.assert_close(conv_out, vgg.classifier[0](pool5.flatten(1)), rtol=1e-4, atol=1e-4)
+    assert 134_000_000 < count_parameters(model) < 134_400_000
+
+
+def test_pyramid_pooling_doubles_channels():
+    assert PyramidPooling(64)(torch.rand(2, 64, 9, 11)).shape == (2, 128, 9, 11)
+
+
+def test_pspnet_returns_out_and_aux_at_input_size():
+    model = PSPNet(num_classes=5).eval()
+    with torch.no_grad():
+        result = model(torch.rand(1, 3, 96, 128))
+    assert list(result) == ["out", "aux"]
+    assert result["out"].shape == result["aux"].shape == (1, 5, 96, 128)
+    model.load_backbone(torchvision.models.resnet18(weights=None).state_dict())
