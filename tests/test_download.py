@@ -326,3 +326,11 @@ def test_existing_file_is_verified_not_refetched(monkeypatch, server, tmp_path):
     Path(tmp_path / "downloads" / "toy.zip").write_bytes(payload)  # put there by hand
     dl.download("toy", tmp_path, progress=False)
     assert server.requests == []
+
+
+def test_http_error_is_reported_with_status(monkeypatch, server, tmp_path):
+    source = register(monkeypatch, server, make_zip(GOOD_FILES))
+    missing = replace(source.files[0], url=f"{server.url}/gone.zip")
+    monkeypatch.setitem(dl.DATASETS, "toy", replace(source, files=(missing,)))
+    with pytest.raises(UserError, match="HTTP 404"):
+        dl.download("toy", tmp_path, progress=False)

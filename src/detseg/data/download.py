@@ -383,7 +383,12 @@ def _stream(
         if err.code == 416 and have:
             return  # nothing left to send: the part file is complete, _verify decides
         raise _offline(file, dest, source, f"HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # incl. timeouts
+    except (
+        urllib.error.URLError,
+        http.client.HTTPException,
+        ConnectionError,
+        TimeoutError,
+    ) as err:  # network trouble only: a local disk error is not "offline"
         reason = getattr(err, "reason", None) or err.__class__.__name__
         raise _offline(file, dest, source, reason) from err
 
