@@ -25,7 +25,9 @@ def read_image(path: str | Path, *, grey: bool = False) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError("image file not found", path=path, fix="check the path or re-create the dataset")
+        raise UserError(
+            "image file not found", path=path, fix="check the path or re-create the dataset"
+        )
     data = np.fromfile(str(path), dtype=np.uint8)
     flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flag) if data.size else None
@@ -57,7 +59,9 @@ def read_label_png(path: str | Path) -> np.ndarray:
                 return np.asarray(img.convert("RGB"))
             return np.asarray(img)
     except OSError as err:
-        raise UserError(f"not a readable mask image ({err})", path=path, fix="replace the file") from err
+        raise UserError(
+            f"not a readable mask image ({err})", path=path, fix="replace the file"
+        ) from err
 
 
 def write_image(path: str | Path, image: np.ndarray, *, jpeg_quality: int = 95) -> Path:
@@ -69,7 +73,9 @@ def write_image(path: str | Path, image: np.ndarray, *, jpeg_quality: int = 95) 
         raise ValueError(f"write_image expects uint8, got {image.dtype}")
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    params = (
+        [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    )
     ok, buf = cv2.imencode(path.suffix, image, params)
     if not ok:
         raise ValueError(f"could not encode image as {path.suffix}")
