@@ -68,7 +68,7 @@ def test_draw_label_text_has_background_and_name():
     (text_w, text_h), baseline = cv2.getTextSize("dog 0.87", cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
     label = with_name[100 - (text_h + baseline + 2) : 100, 50 : 50 + text_w + 2]
     assert np.all(label == class_color(2), axis=2).mean() > 0.4
-    assert np.all(label == 255, axis=2).any(), "white ink on the dark blue of class 2"
+    assert (label.min(axis=2) > 150).any(), "light ink on the dark blue of class 2"
     assert not _changed(image, with_name)[: 100 - (text_h + baseline + 3)].any()
 
 
