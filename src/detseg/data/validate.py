@@ -145,7 +145,8 @@ def check_detection(
                 )
             if x2 <= x1 or y2 <= y1:
                 report.error(f"{prefix}box {_fmt(box)} has zero or negative size", file, line)
-            elif (
+                continue  # its mask cannot be compared with it
+            if (
                 min(x1, y1) < -BOX_TOLERANCE
                 or x2 > record.width + BOX_TOLERANCE
                 or y2 > record.height + BOX_TOLERANCE
