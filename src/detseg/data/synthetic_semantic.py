@@ -18,7 +18,7 @@ from detseg.data.synthetic_textures import random_colour, smooth_noise
 
 SALT_SIZE = 101
 STREET_CLASSES = ("road", "sidewalk", "building", "sky", "vegetation", "car", "person")
-ROAD_CLASSES = ("non-road", "road")
+ROAD_CLASSES = ("not_road", "road")
 
 
 # ----------------------------------------------------------------------------------- salt
