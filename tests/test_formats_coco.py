@@ -158,3 +158,21 @@ def test_unknown_category_is_a_user_error(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(UserError, match="category_id 99 not in categories"):
         coco.read(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["images"][0].pop("height"), r"images\[0\] lacks \['height'\]"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), "bbox must be"),
+        (lambda d: d["categories"][0].pop("id"), r"categories\[0\] needs an integer 'id'"),
+    ],
+)
+def test_missing_or_malformed_fields(tmp_path, change, message):
+    data = json.loads(json.dumps(HAND))
+    change(data)
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=message) as info:
+        coco.read(path)
+    assert info.value.path == str(path)

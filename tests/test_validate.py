@@ -8,7 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from detseg.data.formats import coco, csvboxes, kitti_road, maskpng, pennfudan, tgs, voc, yolo
+from detseg.data.formats import (
+    cityscapes,
+    coco,
+    csvboxes,
+    kitti_road,
+    maskpng,
+    pennfudan,
+    tgs,
+    voc,
+    yolo,
+)
 from detseg.data.formats.maskpng import mask_to_rle
 from detseg.data.imageio import write_image
 from detseg.data.types import DetectionRecord
@@ -242,3 +252,17 @@ def test_mask_box_iou_accepts_both_extent_conventions():
     assert mask_box_iou(mask, np.array([3, 2, 7, 5])) == 1.0  # torchvision: last pixel
     assert mask_box_iou(mask, np.array([3, 2, 8, 6])) == 1.0  # COCO: one past
     assert mask_box_iou(mask, np.array([10, 10, 15, 15])) == 0.0
+
+
+def test_cityscapes_pair_with_odd_width(tmp_path):
+    rng = np.random.default_rng(16)
+    labels = np.zeros((H, W), dtype=np.int64)
+    cityscapes.write(tmp_path, [("1", rng.integers(0, 256, (H, W, 3), dtype=np.uint8), labels)])
+    write_image(
+        tmp_path / "cityscapes_data" / "train" / "2.jpg", np.zeros((H, 2 * W + 1, 3), np.uint8)
+    )
+    report = validate(tmp_path, "cityscapes")
+    _assert_exactly(
+        report, tmp_path, [(("error", "cityscapes_data/train/2.jpg", None), "width 97 is odd")]
+    )
+    assert report.num_images == 1 and report.instances_per_class["road"] == H * W

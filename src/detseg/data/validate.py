@@ -27,7 +27,7 @@ from detseg.data.formats import FORMATS
 from detseg.data.formats._common import Problem, Problems, list_images
 from detseg.data.formats.maskpng import segmentation_to_mask
 from detseg.data.imageio import read_image
-from detseg.data.types import DetectionDataset, SegmentationDataset
+from detseg.data.types import DetectionDataset, DetectionRecord, SegmentationDataset
 from detseg.errors import UserError
 
 BOX_TOLERANCE = 1.0  # px a box may stick out of the image (rounding) before it is an error
@@ -94,7 +94,9 @@ def mask_box_iou(mask: np.ndarray, box: np.ndarray) -> float:
     return max(_box_iou(inclusive, box), _box_iou(exclusive, box))
 
 
-def _where(dataset: DetectionDataset, record, index: int | None) -> tuple[str, int | None, str]:
+def _where(
+    dataset: DetectionDataset, record: DetectionRecord, index: int | None
+) -> tuple[str, int | None, str]:
     """``(file, line, prefix)`` naming an instance (or the image when ``index`` is None)."""
     source = str(record.extra.get("source", dataset.root))
     lines = record.extra.get("lines")
@@ -209,7 +211,7 @@ def check_files(dataset: DetectionDataset, report: Problems) -> None:
             _check_pennfudan_text(record, report)
 
 
-def _check_pennfudan_text(record, report: Problems) -> None:
+def _check_pennfudan_text(record: DetectionRecord, report: Problems) -> None:
     annotation = record.extra.get("annotation")
     if annotation is None:
         return
