@@ -17,6 +17,9 @@ def case_fast():
 def case_plain():
     return 7.25
 
+def case_no_main():
+    return {"num_images": 10, "ours_s": 0.5, "ratio": 1.25}
+
 def case_broken():
     raise RuntimeError("boom")
 """
@@ -31,6 +34,7 @@ def fake_repo(tmp_path):
         "fake-fast": bench.Case("benchmarks/bench_fake.py:case_fast", "core", "a fast fake"),
         "fake-plain": bench.Case("benchmarks/bench_fake.py:case_plain", "core", "returns a float"),
         "fake-broken": bench.Case("benchmarks/bench_fake.py:case_broken", "core", "raises"),
+        "fake-no-main": bench.Case("benchmarks/bench_fake.py:case_no_main", "core", "no main"),
     }
     return tmp_path, cases
 
@@ -85,6 +89,7 @@ def test_run_writes_json_and_records_failures(fake_repo):
     assert document["cases"]["fake-plain"]["results"] == {"value": 7.25}
     assert document["cases"]["fake-plain"]["main"] == "value"
     assert document["cases"]["fake-broken"]["error"] == "RuntimeError: boom"
+    assert document["cases"]["fake-no-main"]["main"] == "ratio"  # preferred over the first number
     # a later run on the same day with one case keeps the others
     _, again = bench.run_cases(
         ["fake-plain"], out_dir=out, cases=cases, root=root, date="2025-01-02"

@@ -9,8 +9,8 @@ A *case* is a function with no arguments that returns a dict of numbers, e.g.::
         return {"ours_ms": ours["median_s"] * 1e3, "torchvision_ms": ref["median_s"] * 1e3,
                 "ratio": ours["median_s"] / ref["median_s"], "main": "ratio"}
 
-The optional ``"main"`` entry names the headline number shown in the README table (default: the
-first numeric entry). Units come from the key's suffix: ``_ms``, ``_s``, ``_mb``; ``ratio`` /
+The optional ``"main"`` entry names the headline number shown in the README table (default:
+``ratio`` or ``speedup`` if present, else the first numeric entry). Units come from the key's suffix: ``_ms``, ``_s``, ``_mb``; ``ratio`` /
 ``speedup`` are shown as ``1.23x``. A case should shrink its sizes in smoke mode
 (:func:`detseg.settings.smoke_mode`) and synchronise the device itself if it times GPU work.
 
@@ -334,7 +334,8 @@ def run_case(name: str, case: Case, *, root: Path | None = None) -> dict[str, An
         main = results.pop("main", None)
         numeric = [k for k, v in results.items() if isinstance(v, (int, float))]
         record["results"] = results
-        record["main"] = main if main in results else (numeric[0] if numeric else None)
+        preferred = [k for k in ("ratio", "speedup") if k in numeric] + numeric
+        record["main"] = main if main in results else (preferred[0] if preferred else None)
     except Exception as err:  # one failing case must not lose the others' numbers
         record["error"] = (
             err.message() if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
