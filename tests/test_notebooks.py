@@ -112,11 +112,18 @@ def test_execute_names_the_failing_cell_even_with_a_foreign_kernelspec(tmp_path,
     assert "\x1b[" not in message
 
 
-def test_execute_runs_in_the_notebooks_folder_with_smoke_mode(tmp_path):
-    body = "# %%\nimport os\nfrom detseg.settings import smoke_mode\nprint(smoke_mode(), os.getcwd())\n"
+def test_execute_runs_in_the_notebooks_folder_with_smoke_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETSEG_RUNS", "relative/runs")
+    monkeypatch.delenv("DETSEG_DATA", raising=False)
+    body = (
+        "# %%\nimport os\nfrom detseg import settings\n"
+        "print(settings.smoke_mode(), os.getcwd(), settings.runs_root(), settings.data_root())\n"
+    )
     source = _write_source(tmp_path, "lesson.py", body)
 
     executed = notebooks.execute_notebook(source, smoke=True, timeout=60, write=True)
 
-    assert executed.cells[0]["outputs"][0]["text"] == f"True {tmp_path}\n"
+    # cwd = the notebook's folder; data/ and runs/ stay at the repository root
+    expected = f"True {tmp_path} {ROOT.resolve() / 'relative/runs'} {ROOT.resolve() / 'data'}\n"
+    assert executed.cells[0]["outputs"][0]["text"] == expected
     assert notebooks.stale_notebooks([source]) == []  # written with outputs, still in sync

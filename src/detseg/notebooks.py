@@ -193,10 +193,17 @@ def _kernel_for_this_python() -> Iterator[None]:
 
 
 def _kernel_env(smoke: bool) -> dict[str, str]:
-    """The kernel's environment: ours, with detseg importable from any cwd and inline plots."""
+    """The kernel's environment: ours, with detseg importable from any cwd and inline plots.
+
+    ``DETSEG_DATA`` / ``DETSEG_RUNS`` are made absolute against the repository root, so a
+    notebook running in its own folder still uses (and shares) the top-level ``data/`` and ``runs/``.
+    """
     import detseg
+    from detseg.bench import repo_root
 
     env = dict(os.environ)
+    for name, default in (("DETSEG_DATA", "data"), ("DETSEG_RUNS", "runs")):
+        env[name] = str((repo_root() / env.get(name, default)).resolve())
     package_parent = str(Path(detseg.__file__).resolve().parents[1])
     entries = [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([package_parent, *entries]))
