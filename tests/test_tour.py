@@ -77,3 +77,10 @@ def test_tour_list_names_the_core_steps(capsys):
     for name, target in tour_cmd.TOUR.items():
         assert name in out and target in out
     assert {"core-data", "core-validate", "core-eval", "core-export"} <= set(tour_cmd.TOUR)
+
+
+def test_every_tour_target_resolves_to_a_function():
+    from detseg.bench import load_target
+
+    for target in tour_cmd.TOUR.values():
+        assert callable(load_target(target))

@@ -50,7 +50,9 @@ def test_core_tour_steps_run_on_smoke_data(isolated_dirs, tmp_path, capsys):
     assert data["train_images"] + data["val_images"] == 16 and data["classes"] == 5
     assert steps["core-validate"]["metrics"]["coco_errors"] == 0
     assert steps["core-validate"]["metrics"]["yolo_errors"] == 0
-    assert 0.3 < steps["core-eval"]["metrics"]["AP"] < 1.0
+    evaluation = steps["core-eval"]["metrics"]
+    assert 0.3 < evaluation["fake_AP"] < evaluation["fake_AP50"] < 1.0
+    assert 0.0 <= evaluation["baseline_AP50"] < evaluation["fake_AP50"]
     assert steps["core-export"]["metrics"]["max_abs_diff"] < 1e-4
     for step in steps.values():
         for picture in step["pictures"]:

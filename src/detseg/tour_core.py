@@ -115,12 +115,36 @@ def perturbed_detections(
     return detections
 
 
+def baseline_detections(dataset: Any) -> list[dict[str, Any]]:
+    """COCO results of the learning-free :func:`detseg.data.baseline.naive_baseline` on a dataset
+    read from COCO (labels map back to ``dataset.category_ids``)."""
+    from detseg.data.baseline import naive_baseline
+    from detseg.data.imageio import read_image
+
+    detections = []
+    for record in dataset.records:
+        boxes, scores, labels = naive_baseline(read_image(dataset.image_path(record)))
+        for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+            detections.append(
+                {
+                    "image_id": record.image_id,
+                    "category_id": dataset.category_ids[label],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
+    return detections
+
+
 def run_eval(out_dir: Path) -> dict[str, Any]:
-    """COCO-evaluate a fake detector (:func:`perturbed_detections`) on the ``shapes`` val split.
+    """COCO-evaluate two detectors on the ``shapes`` val split: a fake one that sees the answers
+    (:func:`perturbed_detections`) and the learning-free colour-threshold baseline, the bar a
+    trained model must clear.
 
     Returns:
-        ``{"AP", "AP50", "AP75", "AR100", "detections", "pictures": [PR curves PNG]}``; the full
-        result is written to ``out_dir/coco_eval.json``.
+        ``"fake_AP"``, ``"fake_AP50"``, ``"fake_AP75"``, ``"fake_AR100"``, ``"baseline_AP"`` and
+        ``"baseline_AP50"``, and ``"pictures"``: PR curves of both. The full results are written
+        to ``out_dir/coco_eval.json``.
     """
     import json
 
@@ -130,20 +154,24 @@ def run_eval(out_dir: Path) -> dict[str, Any]:
 
     folder = recipes.ensure(RECIPE, seed=TOUR_SEED)
     gt = json.loads(_val_json(folder).read_text(encoding="utf-8"))
-    detections = perturbed_detections(gt)
-    result = evaluate_coco(gt, detections, iou_type="bbox")
-    (out_dir / "coco_eval.json").write_text(
-        json.dumps(result.to_json(), indent=2), encoding="utf-8"
-    )
+    fake = evaluate_coco(gt, perturbed_detections(gt), iou_type="bbox")
+    val = recipes.load(RECIPE, seed=TOUR_SEED, split="val")
+    baseline = evaluate_coco(gt, baseline_detections(val), iou_type="bbox")
+    results = {"fake_detector": fake.to_json(), "naive_baseline": baseline.to_json()}
+    (out_dir / "coco_eval.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     names = {c["id"]: c["name"] for c in gt["categories"]}
-    curves = result.pr_curves(iou_threshold=0.5)
-    recall = next(iter(curves.values()))[0]
-    precisions = {names[cat]: precision for cat, (_, precision) in curves.items()}
-    pr_png = plot_pr_curves(recall, precisions, out_dir / "pr_curves.png", "fake detector, IoU 0.5")
+    pictures = []
+    for label, result in (("fake_detector", fake), ("naive_baseline", baseline)):
+        curves = result.pr_curves(iou_threshold=0.5)
+        recall = next(iter(curves.values()))[0]
+        precisions = {names[cat]: precision for cat, (_, precision) in curves.items()}
+        title = f"{label.replace('_', ' ')}, IoU 0.5"
+        pictures.append(plot_pr_curves(recall, precisions, out_dir / f"pr_{label}.png", title))
     return {
-        **{key: result.stats[key] for key in ("AP", "AP50", "AP75", "AR100")},
-        "detections": len(detections),
-        "pictures": [pr_png],
+        **{f"fake_{key}": fake.stats[key] for key in ("AP", "AP50", "AP75", "AR100")},
+        "baseline_AP": baseline.stats["AP"],
+        "baseline_AP50": baseline.stats["AP50"],
+        "pictures": pictures,
     }
 
 
