@@ -145,7 +145,7 @@ def test_render_readme_between_markers_is_idempotent(tmp_path):
     assert rows[0] == "| case | what | number | `cpu-a` | `gpu-b` |"
     # cases not in the registry come in name order; the latest date of a machine wins
     assert rows[2] == "| `fake-broken` | raises |  | failed | failed |"
-    assert rows[3] == "| `fake-fast` | a fast fake | ratio | 1.50x | 0.25x |"
+    assert rows[3] == "| `fake-fast` | a fast fake | ratio | 1.5x | 0.25x |"
     assert "NVIDIA X" in table and "old table" not in table
 
 
@@ -161,6 +161,7 @@ def test_format_value_units():
     assert bench.format_value("ours_ms", 12.345) == "12.3 ms"
     assert bench.format_value("epoch_s", 250.4) == "250 s"
     assert bench.format_value("speedup", 1.849) == "1.85x"
+    assert bench.format_value("ratio", 0.041234) == "0.0412x"
     assert bench.format_value("map", 0.51234) == "0.5123"
 
 
