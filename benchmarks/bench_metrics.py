@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,9 @@ def random_coco_case(
                     polygon = _polygon_in_box(rng, *box)
                     if crowd:  # COCO crowds are uncompressed RLE
                         rle = mask_utils.merge(mask_utils.frPyObjects(polygon, height, width))
-                        binary = mask_utils.decode(rle)
+                        with warnings.catch_warnings():  # pycocotools vs numpy 2 copy= warning
+                            warnings.simplefilter("ignore", DeprecationWarning)
+                            binary = mask_utils.decode(rle)
                         counts = _uncompressed_counts(binary)
                         ann["segmentation"] = {"size": [height, width], "counts": counts}
                     else:

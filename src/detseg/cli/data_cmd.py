@@ -144,7 +144,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             titles.append(f"{Path(record.file_name).name} ({len(record.labels)})")
         else:
             image, mask = dataset.load(record)
-            pictures.append(viz.draw_segmentation(image, mask, dataset.palette))
+            # with a dataset palette every class is drawn (Cityscapes' road is class 0)
+            background = None if dataset.palette is not None else 0
+            pictures.append(
+                viz.draw_segmentation(image, mask, dataset.palette, background=background)
+            )
             titles.append(Path(record.file_name).name)
     out = viz.save_grid(pictures, args.out, titles)
     print(f"wrote {out} ({len(pictures)} images)")

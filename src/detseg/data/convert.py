@@ -84,7 +84,11 @@ def convert(
         out_json = coco_json_path(dst)
         category_ids = dataset.category_ids if src_format == "coco" else None
         return coco.write(
-            out_json, samples(dataset), dataset.classes, image_dir=out_json.parent, category_ids=category_ids
+            out_json,
+            samples(dataset),
+            dataset.classes,
+            image_dir=out_json.parent,
+            category_ids=category_ids,
         )
     if dst_format == "yolo":
         return yolo.write(dst, samples(dataset), dataset.classes, split=split or "train")

@@ -27,7 +27,7 @@ from detseg.data.formats import FORMATS
 from detseg.data.formats._common import Problem, Problems, list_images
 from detseg.data.formats.maskpng import segmentation_to_mask
 from detseg.data.imageio import read_image
-from detseg.data.types import DetectionDataset, SegmentationDataset
+from detseg.data.types import DetectionDataset, DetectionRecord, SegmentationDataset
 from detseg.errors import UserError
 
 BOX_TOLERANCE = 1.0  # px a box may stick out of the image (rounding) before it is an error
@@ -94,7 +94,9 @@ def mask_box_iou(mask: np.ndarray, box: np.ndarray) -> float:
     return max(_box_iou(inclusive, box), _box_iou(exclusive, box))
 
 
-def _where(dataset: DetectionDataset, record, index: int | None) -> tuple[str, int | None, str]:
+def _where(
+    dataset: DetectionDataset, record: DetectionRecord, index: int | None
+) -> tuple[str, int | None, str]:
     """``(file, line, prefix)`` naming an instance (or the image when ``index`` is None)."""
     source = str(record.extra.get("source", dataset.root))
     lines = record.extra.get("lines")
@@ -145,7 +147,8 @@ def check_detection(
                 )
             if x2 <= x1 or y2 <= y1:
                 report.error(f"{prefix}box {_fmt(box)} has zero or negative size", file, line)
-            elif (
+                continue  # its mask cannot be compared with it
+            if (
                 min(x1, y1) < -BOX_TOLERANCE
                 or x2 > record.width + BOX_TOLERANCE
                 or y2 > record.height + BOX_TOLERANCE
@@ -208,7 +211,7 @@ def check_files(dataset: DetectionDataset, report: Problems) -> None:
             _check_pennfudan_text(record, report)
 
 
-def _check_pennfudan_text(record, report: Problems) -> None:
+def _check_pennfudan_text(record: DetectionRecord, report: Problems) -> None:
     annotation = record.extra.get("annotation")
     if annotation is None:
         return
@@ -272,7 +275,28 @@ def check_segmentation(dataset: SegmentationDataset, report: Problems, result: R
             mask[~bad & (mask != dataset.ignore_index)].ravel(), minlength=dataset.num_classes
         )[: dataset.num_classes]
     result.num_images += len(dataset)
-    result.instances_per_class = {name: int(c) for name, c in zip(dataset.classes, counts)}
+    for name, count in zip(dataset.classes, counts):  # summed over splits
+        result.instances_per_class[name] = result.instances_per_class.get(name, 0) + int(count)
+
+
+# formats with splits: (split, its folder relative to the path given); all present are validated
+SPLIT_FOLDERS = {
+    "yolo": [("train", "train"), ("val", "valid"), ("test", "test")],
+    "tgs": [("train", "train"), ("test", "test")],
+    "cityscapes": [("train", "cityscapes_data/train"), ("val", "cityscapes_data/val")],
+    "kitti_road": [("training", "data_road/training"), ("testing", "data_road/testing")],
+}
+
+
+def _present_splits(path: Path, format: str) -> list[str | None]:
+    """The splits of ``format`` found under ``path`` (``[None]``: the reader's default)."""
+    root = path if path.is_dir() else path.parent
+    found: list[str | None] = []
+    for split, folder in SPLIT_FOLDERS.get(format, []):
+        inner = folder.split("/", 1)[-1]  # the path may already be cityscapes_data/ or data_road/
+        if (root / folder).is_dir() or (root / inner).is_dir():
+            found.append(split)
+    return found or [None]
 
 
 def validate(
@@ -283,8 +307,8 @@ def validate(
     Args:
         path: what the format's reader takes (COCO JSON, YOLO ``data.yaml``, a dataset folder).
         format: a key of :data:`detseg.data.formats.FORMATS`.
-        split: the split to read (YOLO: every split present when None; VOC: ``ImageSets/Main``
-            list; TGS / Cityscapes / KITTI: the reader's default when None).
+        split: the split to read; None: every split present (YOLO, TGS, Cityscapes, KITTI, see
+            :data:`SPLIT_FOLDERS`), every XML (VOC), the whole file / folder (others).
         check_images: decode every image (slower; finds unreadable files and size mismatches).
     Returns:
         a :class:`Report`; ``report.ok`` is False when there are errors.
@@ -295,15 +319,7 @@ def validate(
     path = Path(path)
     result = Report(path=str(path), format=format, kind=spec.kind)
     report = Problems()
-    splits: list[str | None] = [split]
-    if format == "yolo" and split is None:
-        root = path if path.is_dir() else path.parent
-        splits = [
-            s
-            for s, folder in (("train", "train"), ("val", "valid"), ("test", "test"))
-            if (root / folder).is_dir()
-        ] or ["train"]
-    for one_split in splits:
+    for one_split in [split] if split is not None else _present_splits(path, format):
         kwargs = {} if one_split is None else {"split": one_split}
         try:
             dataset = spec.read(path, problems=report, **kwargs)

@@ -155,11 +155,21 @@ def _score_problem(detection: dict) -> str:
     return ""
 
 
-def _column(items: list, key: str, what: str, path: str | None, fix: str, check: Any) -> np.ndarray:
-    """Fast extraction of a numeric field; on any failure, name the first bad entry."""
+def _column(
+    items: list, key: str, what: str, path: str | None, fix: str, check: Any, width: int = 0
+) -> np.ndarray:
+    """Fast extraction of a numeric field (``width`` > 0: a list of that many numbers).
+
+    On any failure, the items are checked one by one and the first bad one is named.
+    """
     try:
         values = np.array([item[key] for item in items])
-        if values.dtype.kind not in "iuf" or (values.size and not np.isfinite(values).all()):
+        expected = (len(items), width) if width else (len(items),)
+        if values.size == 0:
+            values = values.reshape(expected)
+        if values.shape != expected or values.dtype.kind not in "iuf":
+            raise ValueError(key)
+        if not np.isfinite(values).all():
             raise ValueError(key)
         return values.astype(np.float64)
     except (KeyError, TypeError, ValueError) as err:
@@ -264,8 +274,8 @@ def prepare_arrays(
     sizes = None
     if iou_type == "bbox":
         gt_boxes = _column(
-            anns, "bbox", "annotation", gt_path, _GT_FIX, lambda a: _box_problem(a.get("bbox"))
-        ).reshape(-1, 4)
+            anns, "bbox", "annotation", gt_path, _GT_FIX, lambda a: _box_problem(a.get("bbox")), 4
+        )
     else:
         sizes = _image_sizes(gt["images"], image_index, gt_path)
         gt_rles = _rles(anns, gt_image, sizes, "annotation", gt_path, _GT_FIX)
@@ -298,8 +308,14 @@ def prepare_arrays(
     dt_boxes = None
     if has_box:
         dt_boxes = _column(
-            detections, "bbox", "detection", dt_path, _DT_FIX, lambda d: _box_problem(d.get("bbox"))
-        ).reshape(-1, 4)
+            detections,
+            "bbox",
+            "detection",
+            dt_path,
+            _DT_FIX,
+            lambda d: _box_problem(d.get("bbox")),
+            4,
+        )
     dt_rles = None
     if iou_type == "segm" or not has_box:
         if sizes is None:

@@ -13,6 +13,7 @@ pycocotools) inside :class:`~detseg.data.types.DetectionRecord`; instance-id PNG
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,10 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     """Any COCO segmentation -> bool [H, W]."""
     from pycocotools import mask as mask_utils
 
-    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
+    rle = segmentation_to_rle(segmentation, height, width)
+    with warnings.catch_warnings():  # pycocotools' C decoder predates numpy 2's copy keyword
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def segmentation_area(segmentation: Any, height: int, width: int) -> float:
