@@ -34,7 +34,9 @@ class NoisyImages(Dataset):
     def __init__(self) -> None:
         generator = torch.Generator().manual_seed(1)
         self.images = torch.rand(32, 1, 8, 8, generator=generator)
-        self.labels = (self.images[:, 0, :, :4].mean((1, 2)) > self.images[:, 0, :, 4:].mean((1, 2))).long()
+        self.labels = (
+            self.images[:, 0, :, :4].mean((1, 2)) > self.images[:, 0, :, 4:].mean((1, 2))
+        ).long()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -92,25 +94,32 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def start(tmp_path: Path, name: str, *extra: str, new_group: bool = False) -> subprocess.Popen:
+    """Start a child training into ``tmp_path/<name>``, its output in ``tmp_path/<name>.log``."""
+    log = tmp_path / f"{name}{'-'.join(('',) + extra)}.log"
+    with log.open("w") as output:  # the child keeps its own copy of the handle
+        return subprocess.Popen(
+            command(tmp_path / name, *extra),
+            env=child_env(),
+            stdout=output,
+            stderr=output,
+            start_new_session=new_group,
+        )
+
+
+def logs(tmp_path: Path) -> str:
+    return "\n".join(f"== {p.name}\n{p.read_text()}" for p in sorted(tmp_path.glob("*.log")))
+
+
 @pytest.mark.slow
 def test_kill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path):
-    log = open(tmp_path / "children.log", "w")  # noqa: SIM115 (closed below; shared by 3 children)
-    env = child_env()
-    uninterrupted = subprocess.Popen(
-        command(tmp_path / "a"), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    hang_at = STEPS_PER_EPOCH + 3  # epoch 2, batch 3
-    victim = subprocess.Popen(
-        command(tmp_path / "b", "--hang-at-step", str(hang_at)),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the kill reaches its loader worker too
-    )
+    uninterrupted = start(tmp_path, "a")
+    # epoch 2, batch 3; its own process group so that the kill reaches its loader worker too
+    victim = start(tmp_path, "b", "--hang-at-step", str(STEPS_PER_EPOCH + 3), new_group=True)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "b" / "hanging").exists():
-            assert victim.poll() is None, (tmp_path / "children.log").read_text()
+            assert victim.poll() is None, logs(tmp_path)
             assert time.monotonic() < deadline, "the child never reached epoch 2"
             time.sleep(0.05)
         assert engine.load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
@@ -118,12 +127,9 @@ def test_kill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path):
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
-    resumed = subprocess.run(
-        command(tmp_path / "b", "--resume"), env=env, stdout=log, stderr=subprocess.STDOUT, timeout=120
-    )
-    assert uninterrupted.wait(timeout=120) == 0
-    log.close()
-    assert resumed.returncode == 0, (tmp_path / "children.log").read_text()
+    resumed = start(tmp_path, "b", "--resume")
+    assert resumed.wait(timeout=120) == 0, logs(tmp_path)
+    assert uninterrupted.wait(timeout=120) == 0, logs(tmp_path)
 
     expected = engine.load_checkpoint(tmp_path / "a" / "last.pt")
     actual = engine.load_checkpoint(tmp_path / "b" / "last.pt")
@@ -131,7 +137,9 @@ def test_kill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, actual["model"][name]), name
     for index, state in expected["optimizer"]["state"].items():
-        assert torch.equal(state["momentum_buffer"], actual["optimizer"]["state"][index]["momentum_buffer"])
+        assert torch.equal(
+            state["momentum_buffer"], actual["optimizer"]["state"][index]["momentum_buffer"]
+        )
     assert actual["lr_scheduler"] == expected["lr_scheduler"]
     assert actual["warmup"] == expected["warmup"] == {"iters": 6, "factor": 0.001, "step": 12}
     for before, after in zip(expected["history"], actual["history"]):
