@@ -69,6 +69,7 @@ def test_loss_falls_on_a_learnable_task(tmp_path):
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert [entry["train"]["loss"] for entry in summary["history"]] == losses
     assert summary["device"].startswith("cpu") and summary["world_size"] == 1
+    assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     times = result["history"][0]["time"]
     assert times["epoch_s"] >= times["data_s"] + times["compute_s"] - 1e-3 > 0
 

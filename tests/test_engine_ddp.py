@@ -108,7 +108,11 @@ def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     # rank 0 wrote the run folder; rank 1 wrote nothing at all
-    assert {p.name for p in (tmp_path / "run-rank0").iterdir()} == {"last.pt", "metrics.json"}
+    assert {p.name for p in (tmp_path / "run-rank0").iterdir()} == {
+        "last.pt",
+        "metrics.json",
+        "training_curves.png",
+    }
     assert not (tmp_path / "run-rank1").exists()
     checkpoint = engine.load_checkpoint(tmp_path / "run-rank0" / "last.pt")
     assert len(checkpoint["rng_ranks"]) == 2 and checkpoint["epoch"] == EPOCHS
