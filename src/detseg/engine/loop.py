@@ -293,7 +293,8 @@ class _Run:
             if self.per_step_scheduler:
                 self.scheduler.step()
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
+                if name != "loss":  # "loss" is the sum, added below
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
             steps += 1
             tick = time.perf_counter()
