@@ -114,3 +114,4 @@ def test_train_kwargs_and_dry_run(tmp_path):
     assert kwargs["config"]["lr"] == 0.001
     dry = common.train_kwargs(parser_for().parse_args(["--dry-run", "--resume", "x.pt"]))
     assert dry["epochs"] == 1 and dry["max_steps_per_epoch"] == 1 and dry["resume"] == Path("x.pt")
+    assert dry["output_dir"].name == "dry-run"
