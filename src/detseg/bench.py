@@ -86,6 +86,11 @@ CASES: dict[str, Case] = {
         "core",
         "training throughput: DDP (2 processes) vs a single process",
     ),
+    "engine-checkpoint": Case(
+        "benchmarks/bench_engine.py:case_checkpoint_size",
+        "core",
+        "size of last.pt for Mask R-CNN R50-FPN (2 classes)",
+    ),
     "export-ort": Case(
         "benchmarks/bench_export.py:case_ort_vs_eager",
         "core",
