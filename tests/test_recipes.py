@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detseg.data import recipes
 from detseg.data.baseline import coco_ap50, naive_baseline
-from detseg.data.formats import coco
+from detseg.data.formats import coco, yolo
 from detseg.data.imageio import read_image
 from detseg.data.synthetic import SHAPE_CLASSES, scene_rng, shapes_scene
 from detseg.data.types import DetectionDataset, DetectionRecord
@@ -132,10 +132,14 @@ def test_read_back_equals_generated_scenes(isolated_dirs: tuple[Path, Path]) -> 
         np.testing.assert_array_equal(masks.astype(bool), scene.masks)
         xywh = mask_utils.toBbox(record.segmentations)
         np.testing.assert_array_equal(record.boxes, np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]])
-        decoded = read_image(dataset.image_path(record))
-        assert (
-            np.abs(decoded.astype(int) - scene.image).mean() < 8
-        )  # JPEG, quality 95, noisy scenes
+        decoded = read_image(dataset.image_path(record)).astype(int)
+        assert np.abs(decoded - scene.image).mean() < 8  # JPEG quality 95 of noisy scenes
+    exported = yolo.read(recipes.ensure("shapes", num_images=8) / "yolo" / "data.yaml", "train")
+    assert exported.classes == dataset.classes and len(exported) == len(dataset)
+    for theirs, ours in zip(sorted(exported.records, key=lambda r: r.file_name), dataset.records):
+        assert theirs.file_name == ours.file_name
+        np.testing.assert_allclose(theirs.boxes, ours.boxes, atol=1e-3)  # 6 decimals, normalised
+        np.testing.assert_array_equal(theirs.labels, ours.labels)
 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))

@@ -1,7 +1,10 @@
 """Deterministic synthetic scenes: textured backgrounds, clutter, occluding objects with exact masks.
 
-Every built-in dataset (:mod:`detseg.data.recipes`) is drawn by the functions here and in
-:mod:`detseg.data.synthetic_objects` / :mod:`detseg.data.synthetic_semantic`, with numpy and OpenCV only.
+Every built-in dataset (:mod:`detseg.data.recipes`) is drawn with numpy and OpenCV only, by this
+module (sprites, compositing, jitter, the ``shapes`` scenes) and its siblings:
+:mod:`~detseg.data.synthetic_textures` (colours, backgrounds), :mod:`~detseg.data.synthetic_sprites`
+(people, airplanes, faces, motorcycles, raccoons), :mod:`~detseg.data.synthetic_scenes` (detection
+scenes and video) and :mod:`~detseg.data.synthetic_semantic` (salt, street, road label maps).
 
 Conventions:
     - Images are float32 [H, W, 3] RGB in 0..255 while being drawn and uint8 once finished.
@@ -26,14 +29,14 @@ import numpy as np
 
 from detseg.data.synthetic_textures import (
     BACKGROUND_KINDS,
-    _ramp,
     make_background,
+    ramp,
     random_colour,
     smooth_noise,
     stripes,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  # bump on any change to what is drawn: cached datasets regenerate
 SHAPE_CLASSES = ("circle", "triangle", "rectangle", "star", "ring")
 
 
@@ -145,7 +148,7 @@ def textured_fill(
     Returns:
         float32 [height, width, 3] in 0..255 (not clipped).
     """
-    shade = 1.0 + rng.uniform(0.1, 0.45) * (_ramp(rng, height, width) - 0.5)
+    shade = 1.0 + rng.uniform(0.1, 0.45) * (ramp(rng, height, width) - 0.5)
     out = colour * shade
     pattern = rng.random()
     if pattern < 0.3:

@@ -7,6 +7,9 @@ from a handful of parts (ellipses, thick lines, polygons) in their own colours, 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -14,6 +17,9 @@ from detseg.data.synthetic import Sprite, textured_fill
 from detseg.data.synthetic_textures import random_colour, smooth_noise
 
 SKIN_HUE = (0.02, 0.1)
+HAIR_HUE = (0.0, 0.12)
+Point = tuple[float, float] | Sequence[float] | np.ndarray
+Points = Sequence[Point] | np.ndarray
 
 
 class _Canvas:
@@ -23,21 +29,25 @@ class _Canvas:
         self.rgb = np.zeros((height, width, 3), np.float32)
         self.mask = np.zeros((height, width), np.uint8)
 
-    def _draw(self, colour: np.ndarray, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        fn(self.rgb, *args, color=tuple(float(c) for c in colour))
-        fn(self.mask, *args, color=1)
+    def _draw(self, colour: np.ndarray, draw: Callable[[np.ndarray, Any], Any]) -> None:
+        """Run ``draw(image, color)`` on the colours (with ``colour``) and on the mask (with 1)."""
+        draw(self.rgb, tuple(float(c) for c in colour))
+        draw(self.mask, 1)
 
-    def ellipse(self, colour: np.ndarray, centre, axes, angle: float = 0.0) -> None:  # type: ignore[no-untyped-def]
+    def ellipse(self, colour: np.ndarray, centre: Point, axes: Point, angle: float = 0.0) -> None:
+        """A filled ellipse: ``centre`` (x, y), semi-axes, rotation in degrees."""
         c = (int(round(centre[0])), int(round(centre[1])))
         a = (max(1, int(round(axes[0]))), max(1, int(round(axes[1]))))
         self._draw(colour, lambda img, color: cv2.ellipse(img, c, a, angle, 0, 360, color, -1))
 
-    def line(self, colour: np.ndarray, points, thickness: float) -> None:  # type: ignore[no-untyped-def]
+    def line(self, colour: np.ndarray, points: Points, thickness: float) -> None:
+        """A thick open polyline through ``points`` [(x, y), ...] (a limb, a tail, a fork)."""
         pts = np.round(np.asarray(points)).astype(np.int32)
         t = max(1, int(round(thickness)))
         self._draw(colour, lambda img, color: cv2.polylines(img, [pts], False, color, t))
 
-    def polygon(self, colour: np.ndarray, points) -> None:  # type: ignore[no-untyped-def]
+    def polygon(self, colour: np.ndarray, points: Points) -> None:
+        """A filled polygon through ``points`` [(x, y), ...]."""
         pts = np.round(np.asarray(points)).astype(np.int32)
         self._draw(colour, lambda img, color: cv2.fillPoly(img, [pts], color))
 
@@ -67,7 +77,8 @@ def person_sprite(rng: np.random.Generator, height: int) -> Sprite:
     canvas = _Canvas(height + 2, int(h * 0.6) + 2)
     cx = canvas.mask.shape[1] / 2
     shirt, trousers = random_colour(rng), random_colour(rng, value=(0.1, 0.8))
-    skin, hair = _skin(rng), random_colour(rng, saturation=(0.2, 0.7), value=(0.05, 0.5))
+    skin = _skin(rng)
+    hair = random_colour(rng, hue=HAIR_HUE, saturation=(0.2, 0.7), value=(0.05, 0.5))
     shoulder_y, hip_y, foot_y = 0.19 * h, 0.52 * h, 0.985 * h
     shoulder_w, hip_w = h * rng.uniform(0.09, 0.12), h * rng.uniform(0.06, 0.085)
     stride = rng.uniform(0.0, 0.3)  # walking: legs apart by this angle (radians)
@@ -182,7 +193,8 @@ def face_sprite(rng: np.random.Generator, height: int) -> Sprite:
     h = float(height)
     canvas = _Canvas(height + 2, int(h * 0.9) + 2)
     cx, cy = canvas.mask.shape[1] / 2, h * 0.55
-    skin, hair = _skin(rng), random_colour(rng, saturation=(0.2, 0.8), value=(0.05, 0.6))
+    skin = _skin(rng)
+    hair = random_colour(rng, hue=HAIR_HUE, saturation=(0.2, 0.8), value=(0.05, 0.6))
     fw, fh = h * rng.uniform(0.3, 0.36), h * 0.44
     canvas.ellipse(hair, (cx, cy - fh * 0.25), (fw * 1.12, fh * rng.uniform(0.8, 0.95)))
     for side in (-1, 1):

@@ -112,7 +112,7 @@ def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return cv2.transform(np.ascontiguousarray(t), matrix)
 
 
-def _ramp(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def ramp(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A linear ramp in a random direction, float32 [H, W, 1] from 0 to 1."""
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.ogrid[0:height, 0:width]
@@ -161,7 +161,7 @@ def make_background(
         if kind == "noise":
             return _mix(c1, c2, smooth_noise(rng, height, width, cells=int(rng.integers(2, 8))))
         if kind == "gradient":
-            return _mix(c1, c2, _ramp(rng, height, width))
+            return _mix(c1, c2, ramp(rng, height, width))
         if kind == "stripes":
             return _mix(c1, c2, stripes(rng, height, width))
         raise ValueError(f"unknown background kind {kind!r}")
