@@ -66,3 +66,18 @@ def test_detseg_unknown_command_exits_2():
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_closed_pipe_exits_quietly():
+    code = (
+        "import sys\n"
+        "from detseg.errors import run_cli\n"
+        "def main(argv):\n"
+        "    raise BrokenPipeError\n"
+        "sys.exit(run_cli(main, []))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)}
+    )
+    assert proc.returncode == 141
+    assert proc.stderr == ""

@@ -199,18 +199,28 @@ def test_manifest_cache_and_regeneration(
     spec = recipes.RECIPES["salt"]
     monkeypatch.setitem(recipes.RECIPES, "salt", dataclasses.replace(spec, build=counting_build))
     folder = recipes.ensure("salt", num_images=5)
-    assert folder == data_root / "salt-0" and len(calls) == 1
+    assert folder == data_root / "salt-0-n5" and len(calls) == 1
     assert recipes.ensure("salt", num_images=5) == folder and len(calls) == 1  # cached
     recipes.ensure("salt", num_images=5, params={"empty_fraction": 0.0})  # params changed
     assert len(calls) == 2 and recipes.read_manifest(folder)["params"]["empty_fraction"] == 0.0
     assert recipes.read_manifest(folder)["counts"]["empty_masks"] == 0
-    recipes.ensure("salt", num_images=7, params={"empty_fraction": 0.0})  # size changed
-    assert len(calls) == 3 and len(list((folder / "train" / "images").glob("*.png"))) == 7
+    other = recipes.ensure("salt", num_images=7, params={"empty_fraction": 0.0})  # other size
+    assert other == data_root / "salt-0-n7" and len(calls) == 3
+    assert len(list((other / "train" / "images").glob("*.png"))) == 7
+    # switching back to the first size finds it still cached: sizes never evict each other
+    assert recipes.ensure("salt", num_images=5, params={"empty_fraction": 0.0}) == folder
+    assert len(calls) == 3
     recipes.ensure("salt", num_images=7, seed=3, params={"empty_fraction": 0.0})
-    assert (data_root / "salt-3" / "manifest.json").is_file() and len(calls) == 4
-    assert sorted(p.name for p in data_root.iterdir()) == ["salt-0", "salt-3"], (
+    assert (data_root / "salt-3-n7" / "manifest.json").is_file() and len(calls) == 4
+    assert sorted(p.name for p in data_root.iterdir()) == ["salt-0-n5", "salt-0-n7", "salt-3-n7"], (
         "no temp folders left"
     )
+
+
+def test_full_size_folder_is_recipe_dash_seed() -> None:
+    full = recipes.RECIPES["salt"].num_images
+    assert recipes.dataset_folder_name("salt", seed=0, num_images=full) == "salt-0"
+    assert recipes.dataset_folder_name("salt", seed=2, num_images=16) == "salt-2-n16"
 
 
 def test_half_written_folder_is_never_taken_as_complete(
@@ -231,11 +241,11 @@ def test_half_written_folder_is_never_taken_as_complete(
 
 def test_foreign_folder_is_left_alone(isolated_dirs: tuple[Path, Path]) -> None:
     data_root, _ = isolated_dirs
-    (data_root / "salt-0").mkdir(parents=True)
-    (data_root / "salt-0" / "mine.txt").write_text("user data")
+    (data_root / "salt-0-n3").mkdir(parents=True)
+    (data_root / "salt-0-n3" / "mine.txt").write_text("user data")
     with pytest.raises(UserError, match="no manifest"):
         recipes.ensure("salt", num_images=3)
-    assert (data_root / "salt-0" / "mine.txt").read_text() == "user data"
+    assert (data_root / "salt-0-n3" / "mine.txt").read_text() == "user data"
 
 
 def test_smoke_sizes(isolated_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -250,6 +250,13 @@ def _is_current(folder: Path, expected: dict[str, Any]) -> bool:
     return found is not None and {k: found.get(k) for k in expected} == expected
 
 
+def dataset_folder_name(recipe: str | Recipe, *, seed: int, num_images: int) -> str:
+    """``<recipe>-<seed>`` at the recipe's full size, else ``<recipe>-<seed>-n<num_images>``."""
+    spec = get(recipe)
+    name = f"{spec.name}-{int(seed)}"
+    return name if num_images == spec.num_images else f"{name}-n{int(num_images)}"
+
+
 def ensure(
     recipe: str | Recipe,
     *,
@@ -260,7 +267,9 @@ def ensure(
 ) -> Path:
     """The folder of a built-in dataset, generated on first use and cached.
 
-    The folder is ``(root or settings.data_root()) / f"{recipe}-{seed}"``. It is reused when its
+    The folder is ``(root or settings.data_root()) / dataset_folder_name(...)``: ``<recipe>-<seed>``
+    at the recipe's full size, ``<recipe>-<seed>-n<num_images>`` for any other size (smoke mode
+    included), so that switching sizes never regenerates another size's data. It is reused when its
     ``manifest.json`` records the same recipe, seed, size, parameters and generator version, and
     regenerated otherwise. Generation writes into a temporary sibling folder renamed into place at
     the end, so a half-written folder is never taken for a complete one.
@@ -270,7 +279,7 @@ def ensure(
     """
     spec, num_images, merged = _resolve(recipe, num_images, seed, params)
     base = settings.data_root() if root is None else Path(root)
-    folder = base / f"{spec.name}-{int(seed)}"
+    folder = base / dataset_folder_name(spec, seed=seed, num_images=num_images)
     expected = _manifest(spec, num_images, int(seed), merged)
     if _is_current(folder, expected):
         return folder
