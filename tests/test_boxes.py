@@ -49,6 +49,17 @@ def random_scores(rng: np.random.Generator, n: int, dtype=np.float32) -> np.ndar
 
 THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
+
+@pytest.fixture(params=["default", "tiny"])
+def nms_work_sizes(request, monkeypatch):
+    """Run the NMS tests twice: with the real block sizes, and with tiny ones so that small inputs
+    already cross many greedy blocks and many vectorised suppression steps."""
+    if request.param == "tiny":
+        monkeypatch.setattr(B, "_NMS_BLOCK", 3)
+        monkeypatch.setattr(B, "_NMS_ROWS", 2)
+    return request.param
+
+
 # ---------------------------------------------------------------- hand-computed cases
 
 
@@ -182,6 +193,17 @@ def test_nms_ties_zero_area_and_empty(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_nms_negative_threshold_suppresses_disjoint_boxes(kind, nms_work_sizes):
+    # IoU 0 > -0.5: the first box suppresses all others, even disjoint ones and points
+    boxes = np.array([[0, 0, 1, 1], [3, 3, 3, 3], [3, 3, 3, 3], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    expected = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), -0.5)
+    np.testing.assert_array_equal(expected.numpy(), [0])
+    keep = B.nms(as_kind(boxes, kind), as_kind(scores, kind), -0.5)
+    np.testing.assert_array_equal(to_numpy(keep), [0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_batched_nms_by_hand(kind):
     boxes = as_kind([[0.0, 0, 10, 10], [0, 0, 10, 10], [1, 0, 10, 10], [50, 50, 60, 60]], kind)
     scores = as_kind([0.6, 0.9, 0.8, 0.1], kind)
@@ -247,16 +269,6 @@ def test_generalized_box_iou_gradient_matches_torchvision():
         leaf = boxes1.clone().requires_grad_()
         grads.append(torch.autograd.grad(fn(leaf, boxes2).sum(), leaf)[0])
     torch.testing.assert_close(grads[0], grads[1])
-
-
-@pytest.fixture(params=["default", "tiny"])
-def nms_work_sizes(request, monkeypatch):
-    """Run the NMS tests twice: with the real block sizes, and with tiny ones so that small inputs
-    already cross many greedy blocks and many vectorised suppression steps."""
-    if request.param == "tiny":
-        monkeypatch.setattr(B, "_NMS_BLOCK", 7)
-        monkeypatch.setattr(B, "_NMS_STEP_ENTRIES", 20)
-    return request.param
 
 
 @pytest.mark.parametrize("kind", KINDS)
