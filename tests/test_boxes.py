@@ -8,6 +8,7 @@ and equal (quantised) scores are common: the edge cases where implementations us
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def to_numpy(x) -> np.ndarray:
 
 
 def random_boxes(rng: np.random.Generator, n: int, grid: bool, dtype=np.float32) -> np.ndarray:
-    """[n, 4] xyxy boxes: on a 0..16 integer grid with sides 0..6, or uniform floats in 0..100."""
+    """[n, 4] xyxy boxes: integer corners 0..11 and sides 0..6, or floats (corners 0..100, sides 0..40)."""
     if grid:
         corner, size = rng.integers(0, 12, (n, 2)), rng.integers(0, 7, (n, 2))
     else:
@@ -225,7 +226,8 @@ def test_numpy_users_never_import_torch():
         "B.box_iou(b, b); B.generalized_box_iou(b, b); B.clip_boxes(b, (5, 5));"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(SRC)})
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 # ---------------------------------------------------------------- parity with torchvision.ops
