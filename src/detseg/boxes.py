@@ -184,8 +184,8 @@ def box_area(boxes: Any, fmt: str = "xyxy") -> Any:
 def _inter_union(boxes1: Any, boxes2: Any) -> tuple[Any, Any]:
     """Pairwise intersection and union areas of float ``xyxy`` boxes [N, 4] x [M, 4] -> two [N, M].
 
-    Computed column by column with in-place updates, so that no [N, M, 2] temporary exists: this
-    keeps memory (and time, which is dominated by memory traffic) about 3x below a naive version.
+    Computed column by column with in-place updates, so that no [N, M, 2] temporary exists: time is
+    dominated by memory traffic, and this takes about half of torchvision's time (bench_boxes.py).
     """
     xp = _xp(boxes1)
     inter = xp.minimum(boxes1[:, None, 2], boxes2[:, 2])  # [N, M] right edge of the overlap
