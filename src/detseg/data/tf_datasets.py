@@ -32,6 +32,7 @@ from detseg.data.samples import (
 )
 from detseg.data.transforms import Normalize, Resize
 from detseg.data.types import DetectionDataset, SegmentationDataset
+from detseg.tf_import import import_tensorflow
 
 
 class _EpochCounter:
@@ -50,7 +51,7 @@ class _EpochCounter:
 
 
 def _indices(num_items: int, *, shuffle: bool, seed: int) -> Any:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     indices = tf.data.Dataset.range(num_items)
     if shuffle:
@@ -86,7 +87,7 @@ def detection_tf_dataset(
     Returns:
         ``tf.data.Dataset`` as in the module docstring.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     height, width = int(image_size[0]), int(image_size[1])
     resize = Resize((height, width))
@@ -143,7 +144,7 @@ def segmentation_tf_dataset(
     ``ignore_index``) and are resized with nearest neighbour. Arguments as in
     :func:`detection_tf_dataset`.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     height, width = int(image_size[0]), int(image_size[1])
     resize = Resize((height, width))
