@@ -176,3 +176,23 @@ def test_missing_or_malformed_fields(tmp_path, change, message):
     with pytest.raises(UserError, match=message) as info:
         coco.read(path)
     assert info.value.path == str(path)
+
+
+def test_dataset_folder_resolves_to_its_annotation_file(tmp_path):
+    from detseg.data.formats.coco import resolve_json
+
+    (tmp_path / "annotations").mkdir()
+    with pytest.raises(UserError, match="no COCO annotation file"):
+        resolve_json(tmp_path)
+    train = tmp_path / "annotations" / "instances_train.json"
+    train.write_text("{}")
+    assert resolve_json(tmp_path) == train
+    val = tmp_path / "annotations" / "instances_val.json"
+    val.write_text("{}")
+    with pytest.raises(UserError, match="several COCO annotation files") as info:
+        resolve_json(tmp_path)
+    assert "--split" in info.value.message()
+    assert resolve_json(tmp_path, "val") == val
+    with pytest.raises(UserError, match="instances_test.json"):
+        resolve_json(tmp_path, "test")
+    assert resolve_json(val) == val

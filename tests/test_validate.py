@@ -266,3 +266,13 @@ def test_cityscapes_pair_with_odd_width(tmp_path):
         report, tmp_path, [(("error", "cityscapes_data/train/2.jpg", None), "width 97 is odd")]
     )
     assert report.num_images == 1 and report.instances_per_class["road"] == H * W
+
+
+def test_coco_dataset_folder_validates_every_split(isolated_dirs):
+    from detseg.data import recipes
+
+    folder = recipes.ensure("shapes", num_images=6)
+    report = validate(folder, "coco")
+    assert report.ok, [str(p) for p in report.problems]
+    # both splits (annotations/instances_train.json and instances_val.json) were read
+    assert report.summary().splitlines()[0].endswith(": 6 images")

@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
     convert.add_argument("--to", dest="dst_format", required=True, help="target format")
     convert.add_argument("src", type=Path, help="source (what its reader takes)")
     convert.add_argument("dst", type=Path, help="target folder (or .json for coco)")
-    convert.add_argument("--split", default=None, help="source split (yolo / voc)")
+    convert.add_argument("--split", default=None, help="source split (yolo / voc / coco folder)")
     convert.set_defaults(func=cmd_convert)
 
     show = commands.add_parser("show", help="PNG grid of images with boxes, masks and labels")

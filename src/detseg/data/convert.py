@@ -60,7 +60,8 @@ def convert(
         src: what the source reader takes (COCO JSON, YOLO ``data.yaml``, VOC / CSV / PennFudan folder).
         dst: COCO: a ``.json`` path or a folder (``_annotations.coco.json`` + images inside);
             others: the dataset folder to create.
-        split: source split (YOLO ``train`` / ``val`` / ``test``, VOC ``ImageSets/Main`` list), also
+        split: source split (YOLO ``train`` / ``val`` / ``test``, VOC ``ImageSets/Main`` list, COCO
+            ``annotations/instances_<split>.json`` of a dataset folder), also
             the YOLO target split; default ``train`` for YOLO, everything otherwise.
     Returns:
         what the target reader takes (JSON path, ``data.yaml``, or the folder).
@@ -73,7 +74,9 @@ def convert(
             raise UserError(f"cannot convert format {name!r}", fix=f"use one of {detection}")
     src, dst = Path(src), Path(dst)
     reader = FORMATS[src_format].read
-    dataset = reader(src, split=split) if split and src_format in ("yolo", "voc") else reader(src)
+    dataset = (
+        reader(src, split=split) if split and src_format in ("yolo", "voc", "coco") else reader(src)
+    )
     if dst_format == "pennfudan" and any(r.segmentations is None for r in dataset.records):
         raise UserError(
             "PennFudan needs instance masks and the source has none",

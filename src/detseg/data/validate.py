@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detseg.data.formats import FORMATS
+from detseg.data.formats import FORMATS, coco
 from detseg.data.formats._common import Problem, Problems, list_images
 from detseg.data.formats.maskpng import segmentation_to_mask
 from detseg.data.imageio import read_image
@@ -290,6 +290,8 @@ SPLIT_FOLDERS = {
 
 def _present_splits(path: Path, format: str) -> list[str | None]:
     """The splits of ``format`` found under ``path`` (``[None]``: the reader's default)."""
+    if format == "coco":  # a folder in COCO layout: every annotations/instances_<split>.json
+        return (list(coco.annotation_files(path)) or [None]) if path.is_dir() else [None]
     root = path if path.is_dir() else path.parent
     found: list[str | None] = []
     for split, folder in SPLIT_FOLDERS.get(format, []):

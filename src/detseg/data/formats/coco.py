@@ -58,16 +58,62 @@ def guess_image_root(json_path: Path, first_file: str | None) -> Path:
     return parent
 
 
+def annotation_files(folder: str | Path) -> dict[str, Path]:
+    """The COCO layout's ``annotations/instances_<split>.json`` files of ``folder``, by split name."""
+    folder = Path(folder)
+    files = sorted(folder.glob("annotations/instances_*.json")) or sorted(
+        folder.glob("instances_*.json")
+    )
+    return {path.stem.split("_", 1)[1]: path for path in files}
+
+
+def resolve_json(path: str | Path, split: str | None = None) -> Path:
+    """``path`` itself when it is a file; for a dataset folder, its ``instances_<split>.json``.
+
+    Without ``split`` a folder must hold exactly one annotation file.
+
+    Raises:
+        UserError: no annotation file, no file for ``split``, or several and no ``split``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    files = annotation_files(path)
+    if split is not None:
+        if split in files:
+            return files[split]
+        raise UserError(
+            f"no annotations/instances_{split}.json in this folder",
+            path=path,
+            fix=f"use --split with one of {sorted(files)}" if files else "pass the JSON file",
+        )
+    if len(files) == 1:
+        return next(iter(files.values()))
+    if not files:
+        raise UserError(
+            "no COCO annotation file (annotations/instances_*.json) in this folder",
+            path=path,
+            fix="pass the JSON file itself",
+        )
+    raise UserError(
+        f"several COCO annotation files in this folder ({', '.join(sorted(files))})",
+        path=path,
+        fix="pass --split NAME or the JSON file itself",
+    )
+
+
 def read(
     json_path: str | Path,
     image_root: str | Path | None = None,
     *,
+    split: str | None = None,
     problems: Problems | None = None,
 ) -> DetectionDataset:
     """Read a COCO instances file.
 
     Args:
-        json_path: the JSON file.
+        json_path: the JSON file, or a dataset folder in COCO layout (see :func:`resolve_json`).
+        split: with a folder, which ``annotations/instances_<split>.json`` to read.
         image_root: folder of the images; default guessed by :func:`guess_image_root`.
         problems: collect problems instead of raising on the first (used by the validator).
     Returns:
@@ -76,7 +122,7 @@ def read(
     Raises:
         UserError: malformed JSON, missing keys, unknown image / category ids, bad bbox (strict mode).
     """
-    json_path = Path(json_path)
+    json_path = resolve_json(json_path, split)
     report = collector(problems)
     data = load_json(json_path)
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
