@@ -20,7 +20,9 @@ from urllib.parse import urlparse
 
 from detseg.errors import UserError
 
-NO_DOWNLOAD_HINT = "or pass --weights none to train from scratch on the built-in data"
+NO_DOWNLOAD_HINT = (
+    "or train from scratch on the built-in data (the script's flag for no pretrained weights)"
+)
 
 
 def weights_url(weights: Any) -> str:
@@ -36,8 +38,16 @@ def cache_path(weights: Any) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-def load_state_dict(weights: Any, *, progress: bool = True) -> dict[str, Any]:
+def load_state_dict(
+    weights: Any, *, progress: bool = True, offline_hint: str = NO_DOWNLOAD_HINT
+) -> dict[str, Any]:
     """Return the state dict of pretrained ``weights`` (a torchvision ``WeightsEnum`` member or a URL).
+
+    Args:
+        weights: a torchvision ``WeightsEnum`` member or the URL of a ``.pth`` file.
+        progress: show a download progress bar.
+        offline_hint: the alternative named when the download fails, e.g.
+            ``"or pass --pretrained none to train from scratch on the built-in data"``.
 
     Raises:
         UserError: the file is not cached and cannot be downloaded (offline, server error), or the cached
@@ -74,5 +84,5 @@ def load_state_dict(weights: Any, *, progress: bool = True) -> dict[str, Any]:
         raise UserError(
             f"could not download pretrained weights from {url} ({reason})",
             path=path,
-            fix=f"download the file on a machine with internet and put it at {path}, {NO_DOWNLOAD_HINT}",
+            fix=f"download the file on a machine with internet and put it at {path}, {offline_hint}",
         ) from err
