@@ -1,0 +1,252 @@
+"""COCO evaluation: hand-computed cases, then parity with pycocotools' COCOeval on random cases."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detseg.errors import UserError
+from detseg.metrics import STAT_NAMES, evaluate_coco
+
+
+def _load_bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+def _gt(annotations, num_images=1, categories=(1,)):
+    images = [{"id": i + 1, "width": 200, "height": 200} for i in range(num_images)]
+    anns = []
+    for index, ann in enumerate(annotations):
+        box = ann["bbox"]
+        anns.append(
+            {
+                "id": index + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "area": box[2] * box[3],
+                "iscrowd": 0,
+                **ann,
+            }
+        )
+    return {"images": images, "annotations": anns, "categories": [{"id": c} for c in categories]}
+
+
+def _det(bbox, score, image_id=1, category_id=1):
+    return {"image_id": image_id, "category_id": category_id, "bbox": bbox, "score": score}
+
+
+# --- hand-computed cases --------------------------------------------------------------------------
+
+
+def test_one_perfect_detection_gives_ap_one():
+    gt = _gt([{"bbox": [10, 10, 50, 50]}])  # area 2500: medium
+    result = evaluate_coco(gt, [_det([10, 10, 50, 50], 0.9)])
+    expected = {"AP": 1, "AP50": 1, "AP75": 1, "APs": -1, "APm": 1, "APl": -1}
+    expected.update({"AR1": 1, "AR10": 1, "AR100": 1, "ARs": -1, "ARm": 1, "ARl": -1})
+    assert result.stats == pytest.approx(expected)
+    assert list(result.stats) == list(STAT_NAMES)
+    assert result.per_class_ap[1] == pytest.approx({"AP": 1.0, "AP50": 1.0})
+
+
+def test_detection_at_iou_062_counts_for_three_of_ten_thresholds():
+    gt = _gt([{"bbox": [0, 0, 10, 10]}])
+    result = evaluate_coco(gt, [_det([0, 0, 10, 6.2], 0.8)])  # IoU = 62 / 100
+    assert result.stats["AP50"] == pytest.approx(1.0)
+    assert result.stats["AP75"] == 0.0
+    assert result.stats["AP"] == pytest.approx(0.3)  # matched at 0.50, 0.55, 0.60
+    assert result.recall[:, 0, 0, 2].tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_false_positive_between_two_hits_gives_interpolated_precision():
+    gt = _gt([{"bbox": [0, 0, 20, 20]}, {"bbox": [100, 100, 20, 20]}])
+    dets = [
+        _det([0, 0, 20, 20], 0.9),  # TP: recall 0.5, precision 1
+        _det([50, 50, 20, 20], 0.8),  # FP
+        _det([100, 100, 20, 20], 0.7),  # TP: recall 1, precision 2/3
+    ]
+    result = evaluate_coco(gt, dets)
+    # 101 recall points: 0.00..0.50 (51 points) at precision 1, 0.51..1.00 (50) at 2/3.
+    assert result.stats["AP50"] == pytest.approx((51 * 1 + 50 * 2 / 3) / 101)
+    recall, precision = result.pr_curve(1, iou_threshold=0.5)
+    assert recall[50] == pytest.approx(0.5) and precision[50] == pytest.approx(1.0)
+    assert precision[51] == pytest.approx(2 / 3) and precision[100] == pytest.approx(2 / 3)
+    # one detection per image finds one of two objects
+    assert result.stats["AR1"] == pytest.approx(0.5)
+    assert result.stats["AR10"] == pytest.approx(1.0)
+
+
+def test_detection_inside_crowd_region_is_ignored():
+    gt = _gt([{"bbox": [0, 0, 100, 100], "iscrowd": 1}, {"bbox": [150, 150, 30, 30]}])
+    dets = [_det([10, 10, 20, 20], 0.95), _det([150, 150, 30, 30], 0.9)]
+    assert evaluate_coco(gt, dets).stats["AP"] == pytest.approx(1.0)
+    # the same box as an ordinary object would be a miss (IoU 0.04), hence a false positive
+    gt["annotations"][0]["iscrowd"] = 0
+    assert evaluate_coco(gt, dets).stats["AP"] < 0.7
+
+
+def test_size_class_comes_from_area_field_not_box():
+    gt = _gt([{"bbox": [10, 10, 50, 50], "area": 500}])  # box is medium, 'area' says small
+    result = evaluate_coco(gt, [_det([10, 10, 50, 50], 0.9)])
+    assert result.stats["APs"] == pytest.approx(1.0)
+    assert result.stats["APm"] == -1 and result.stats["APl"] == -1
+
+
+def test_no_detections_and_detections_on_empty_images():
+    gt = _gt([{"bbox": [10, 10, 50, 50]}], num_images=2)
+    assert evaluate_coco(gt, []).stats["AP"] == 0.0
+    result = evaluate_coco(
+        gt, [_det([10, 10, 50, 50], 0.9), _det([1, 1, 50, 50], 0.95, image_id=2)]
+    )
+    # the false positive (0.95) comes first: precision 1/2 at recall 1, interpolated everywhere
+    assert result.stats["AP50"] == pytest.approx(0.5)
+
+
+def test_category_without_objects_is_minus_one_and_left_out_of_the_mean():
+    gt = _gt([{"bbox": [10, 10, 50, 50]}], categories=(1, 2))
+    result = evaluate_coco(gt, [_det([10, 10, 50, 50], 0.9), _det([10, 10, 50, 50], 0.9, 1, 2)])
+    assert result.per_class_ap[2] == {"AP": -1.0, "AP50": -1.0}
+    assert result.stats["AP"] == pytest.approx(1.0)
+    assert np.all(result.precision[:, :, 1] == -1)
+
+
+def test_summary_and_json_match_pycocotools_printout():
+    gt, dets = bench.random_coco_case(3, num_images=8)
+    result = evaluate_coco(gt, dets)
+    reference_lines = _pycocotools_printout(gt, dets)
+    assert result.summary_table().splitlines() == reference_lines
+    payload = json.loads(json.dumps(result.to_json()))
+    assert list(payload["stats"]) == list(STAT_NAMES)
+    assert set(payload["per_class"]) == {str(c["id"]) for c in gt["categories"]}
+
+
+def _pycocotools_printout(gt, dets):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        evaluator.summarize()
+    return out.getvalue().splitlines()
+
+
+# --- parity with pycocotools ----------------------------------------------------------------------
+
+
+def _assert_same_as_pycocotools(gt, dets, iou_type):
+    ours = evaluate_coco(gt, dets, iou_type)
+    reference = bench.pycocotools_stats(gt, dets, iou_type)
+    stats = np.array([ours.stats[name] for name in STAT_NAMES])
+    np.testing.assert_allclose(stats, reference["stats"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.precision, reference["precision"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.recall, reference["recall"], rtol=0, atol=1e-9)
+    return stats
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed", range(10))
+def test_random_cases_match_pycocotools(seed, iou_type):
+    rng = np.random.default_rng(1000 + seed)
+    gt, dets = bench.random_coco_case(
+        seed,
+        num_images=int(rng.integers(1, 25)),
+        num_categories=int(rng.integers(1, 9)),
+        dets_per_image=int(rng.integers(1, 40)),
+        masks=iou_type == "segm",
+        max_objects=int(rng.integers(1, 30)),
+        crowd_fraction=float(rng.uniform(0, 0.3)),
+    )
+    assert dets, "the generator should give detections for these seeds"
+    _assert_same_as_pycocotools(gt, dets, iou_type)
+
+
+def test_random_case_exercises_the_hard_parts():
+    """The generator really produces what the parity tests claim to cover."""
+    gt, dets = bench.random_coco_case(8, num_images=40, crowded_image_fraction=0.1)
+    anns = gt["annotations"]
+    assert any(a["iscrowd"] for a in anns)
+    image_ids = {im["id"] for im in gt["images"]}
+    assert image_ids - {a["image_id"] for a in anns}, "some images without objects"
+    assert image_ids - {d["image_id"] for d in dets}, "some images without detections"
+    assert max(np.unique([d["image_id"] for d in dets], return_counts=True)[1]) > 100
+    scores = [d["score"] for d in dets]
+    assert len(set(scores)) < len(scores), "tied scores"
+    stats = _assert_same_as_pycocotools(gt, dets, "bbox")
+    assert (stats > 0).sum() >= 8
+
+
+def test_annotation_id_zero_quirk_matches_pycocotools():
+    gt, dets = bench.random_coco_case(11, num_images=6)
+    gt["annotations"][0]["id"] = 0
+    _assert_same_as_pycocotools(gt, dets, "bbox")
+
+
+def test_segm_results_with_boxes_use_box_area_like_load_res():
+    gt, dets = bench.random_coco_case(5, num_images=6, masks=True)
+    with_boxes = _assert_same_as_pycocotools(gt, dets, "segm")
+    without = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+    _assert_same_as_pycocotools(gt, without, "segm")
+    # bbox evaluation of mask-only results takes the boxes from the masks
+    _assert_same_as_pycocotools(gt, without, "bbox")
+    assert with_boxes.shape == (12,)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def _write(tmp_path, name, payload):
+    path = tmp_path / name
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("gt_payload", "dets_payload", "bad_file", "message"),
+    [
+        ("{not json", [], "gt.json", "not valid JSON"),
+        ({"images": [], "categories": []}, [], "gt.json", "missing key 'annotations'"),
+        (None, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}], "dt.json", "no 'score'"),
+        (None, [_det([0, 0, 1], 0.5)], "dt.json", "'bbox' is not 4 numbers"),
+        (None, [_det([0, 0, 1, 1], 0.5, image_id=99)], "dt.json", "unknown image_id 99"),
+        (None, [_det([0, 0, 1, 1], 0.5, category_id=7)], "dt.json", "unknown category_id 7"),
+        (None, {"image_id": 1}, "dt.json", "expected a JSON list"),
+    ],
+)
+def test_bad_files_raise_user_error_naming_file_and_problem(
+    tmp_path, gt_payload, dets_payload, bad_file, message
+):
+    gt_path = _write(tmp_path, "gt.json", gt_payload or _gt([{"bbox": [0, 0, 5, 5]}]))
+    dt_path = _write(tmp_path, "dt.json", dets_payload)
+    with pytest.raises(UserError) as info:
+        evaluate_coco(gt_path, dt_path)
+    assert bad_file in info.value.message()
+    assert message in info.value.message()
+
+
+def test_missing_file_and_duplicate_ids(tmp_path):
+    with pytest.raises(UserError, match="nowhere.json: file not found"):
+        evaluate_coco(tmp_path / "nowhere.json", [])
+    gt = _gt([{"bbox": [0, 0, 5, 5]}, {"bbox": [0, 0, 6, 6]}])
+    gt["annotations"][1]["id"] = 1
+    with pytest.raises(UserError, match="annotation 1 repeats id 1"):
+        evaluate_coco(gt, [])
