@@ -20,7 +20,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_CONFIG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 # indices of the max-pool layers in torchvision's vgg16().features: outputs of pool3, pool4, pool5
 POOL3, POOL4, POOL5 = 16, 23, 30
 
@@ -109,7 +128,9 @@ def load_vgg16_imagenet(model: FCN8s, state_dict: dict[str, Tensor]) -> None:
     ``state_dict`` is torchvision's ``vgg16`` state dict (``detseg.pretrained.load_state_dict(
     torchvision.models.VGG16_Weights.IMAGENET1K_V1)``).
     """
-    features = {k[len("features.") :]: v for k, v in state_dict.items() if k.startswith("features.")}
+    features = {
+        k[len("features.") :]: v for k, v in state_dict.items() if k.startswith("features.")
+    }
     model.features.load_state_dict(features)
     fc6_weight = state_dict["classifier.0.weight"]  # [4096, 25088] = [4096, 512*7*7]
     if model.fc6.weight.shape != (fc6_weight.shape[0], 512, 7, 7):

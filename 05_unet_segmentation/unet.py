@@ -19,16 +19,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-UNET_PAPER = {"base_width": 64, "depth": 4, "padding": "valid", "batch_norm": False, "bilinear": False}
+UNET_PAPER = {
+    "base_width": 64,
+    "depth": 4,
+    "padding": "valid",
+    "batch_norm": False,
+    "bilinear": False,
+}
 
 
 class DoubleConv(nn.Sequential):
     """(conv 3x3 -> [BN] -> ReLU) x 2."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, padding: int, batch_norm: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, padding: int, batch_norm: bool
+    ) -> None:
         layers: list[nn.Module] = []
         for channels_in in (in_channels, out_channels):
-            layers.append(nn.Conv2d(channels_in, out_channels, 3, padding=padding, bias=not batch_norm))
+            layers.append(
+                nn.Conv2d(channels_in, out_channels, 3, padding=padding, bias=not batch_norm)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(nn.ReLU(inplace=True))
@@ -112,7 +122,9 @@ class UNet(nn.Module):
                 skip = center_crop(skip, features.shape[-2], features.shape[-1])
             elif skip.shape[-2:] != features.shape[-2:]:  # odd input sizes in "same" mode
                 features = F.interpolate(features, size=skip.shape[-2:], mode="bilinear")
-            features = conv(torch.cat([skip, features], dim=1))  # [N, 2*width, h, w] -> [N, width, h, w]
+            features = conv(
+                torch.cat([skip, features], dim=1)
+            )  # [N, 2*width, h, w] -> [N, width, h, w]
         return self.head(features)
 
 

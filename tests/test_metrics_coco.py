@@ -164,7 +164,7 @@ def _assert_same_as_pycocotools(gt, dets, iou_type):
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(20))
 def test_random_cases_match_pycocotools(seed, iou_type):
     rng = np.random.default_rng(1000 + seed)
     gt, dets = bench.random_coco_case(
@@ -191,6 +191,9 @@ def test_random_case_exercises_the_hard_parts():
     assert max(np.unique([d["image_id"] for d in dets], return_counts=True)[1]) > 100
     scores = [d["score"] for d in dets]
     assert len(set(scores)) < len(scores), "tied scores"
+    # pycocotools overwrites an 'ignore' field with iscrowd; so do we
+    for ann in anns[::5]:
+        ann["ignore"] = 1
     stats = _assert_same_as_pycocotools(gt, dets, "bbox")
     assert (stats > 0).sum() >= 8
 
@@ -199,6 +202,12 @@ def test_annotation_id_zero_quirk_matches_pycocotools():
     gt, dets = bench.random_coco_case(11, num_images=6)
     gt["annotations"][0]["id"] = 0
     _assert_same_as_pycocotools(gt, dets, "bbox")
+    # Two identical objects: the detection takes the later one (IoU ties go to the last object),
+    # whose id is 0, so pycocotools counts it as a false positive.
+    gt = _gt([{"bbox": [10, 10, 20, 20]}, {"bbox": [10, 10, 20, 20]}])
+    gt["annotations"][0]["id"], gt["annotations"][1]["id"] = 5, 0
+    stats = _assert_same_as_pycocotools(gt, [_det([10, 10, 20, 20], 0.9)], "bbox")
+    assert stats[1] == 0.0  # AP50
 
 
 def test_segm_results_with_boxes_use_box_area_like_load_res():
@@ -209,6 +218,38 @@ def test_segm_results_with_boxes_use_box_area_like_load_res():
     # bbox evaluation of mask-only results takes the boxes from the masks
     _assert_same_as_pycocotools(gt, without, "bbox")
     assert with_boxes.shape == (12,)
+
+
+def test_custom_thresholds_areas_and_max_dets_match_pycocotools():
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt, dets = bench.random_coco_case(4, num_images=12)
+    thresholds = [0.3, 0.5, 0.7]
+    areas = {"all": (0, 1e10), "small": (0, 400), "medium": (400, 5000), "large": (5000, 1e10)}
+    ours = evaluate_coco(
+        gt, dets, iou_thresholds=thresholds, area_ranges=areas, max_dets=(2, 5, 20)
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
+        evaluator.params.iouThrs = np.array(thresholds)
+        evaluator.params.areaRng = [list(r) for r in areas.values()]
+        evaluator.params.maxDets = [2, 5, 20]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    np.testing.assert_allclose(ours.precision, evaluator.eval["precision"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.recall, evaluator.eval["recall"], rtol=0, atol=1e-9)
+    stats = np.array(list(ours.stats.values()))
+    np.testing.assert_allclose(stats[1:], evaluator.stats[1:], rtol=0, atol=1e-9)
+    # pycocotools reads the first line at a hard-coded maxDets=100 (-1 here); we use max_dets[2]
+    assert evaluator.stats[0] == -1
+    assert ours.stats["AP"] == pytest.approx(
+        np.mean(ours.precision[:, :, :, 0, 2][ours.precision[:, :, :, 0, 2] > -1])
+    )
 
 
 # --- bad input ------------------------------------------------------------------------------------

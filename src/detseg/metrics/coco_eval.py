@@ -18,11 +18,14 @@ Two pycocotools behaviours are kept on purpose, so the numbers stay identical:
 a ground-truth object with ``id == 0`` can be matched but the detection then counts as a false
 positive; and the size class of an object comes from its ``area`` field. One is changed: every
 summary line at "maxDets=100" uses the largest of ``max_dets`` (pycocotools hard-codes 100 for AP).
+Inputs pycocotools would take silently or crash on are refused with a
+:class:`~detseg.errors.UserError` instead: a detection or an object whose image or category is not
+in the ground truth (pycocotools drops the category ones), repeated annotation ids, a missing score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +189,9 @@ def summarize(
     return stats
 
 
-def _group_ious_fn(arrays: CocoArrays, iou_type: str, kept: np.ndarray, gt_order: np.ndarray):
+def _group_ious_fn(
+    arrays: CocoArrays, iou_type: str, kept: np.ndarray, gt_order: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """IoU of padded groups: ``(dt_index [B, D], gt_index [B, G], crowd [B, G]) -> [B, D, G]``."""
 
     def box_group_ious(dt_index, gt_index, crowd):

@@ -96,6 +96,17 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def checked_size(path: Path, report: Problems) -> tuple[int, int] | None:
+    """:func:`image_size`, or ``None`` after reporting the problem when ``report`` is lenient."""
+    try:
+        return image_size(path)
+    except UserError as err:
+        if report.strict:
+            raise
+        report.error(err.what, path)
+        return None
+
+
 def require_dir(path: Path, what: str, fix: str) -> Path:
     """Raise a clear :class:`UserError` when a dataset folder is missing."""
     if not path.is_dir():

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detseg.data.formats._common import image_size, list_images, require_dir
+from detseg.data.formats._common import Problems, checked_size, collector, list_images, require_dir
 from detseg.data.imageio import read_image, write_image
 from detseg.data.types import SegmentationDataset, SegmentationRecord
-from detseg.errors import UserError
 
 CLASSES = ["road", "sidewalk", "building", "sky", "vegetation", "car", "person"]
 IGNORE_INDEX = 255
@@ -93,7 +92,11 @@ def dataset_dir(root: str | Path) -> Path:
 
 
 def read(
-    root: str | Path, split: str = "train", *, max_distance: float = MAX_DISTANCE
+    root: str | Path,
+    split: str = "train",
+    *,
+    max_distance: float = MAX_DISTANCE,
+    problems: Problems | None = None,
 ) -> SegmentationDataset:
     """Read ``train`` or ``val`` pairs (numeric file order: 1, 2, ..., 10, ...).
 
@@ -102,6 +105,7 @@ def read(
         right half of each file); ``width`` is half the file's width.
     """
     base = dataset_dir(root)
+    report = collector(problems)
     split_dir = require_dir(base / split, f"{split} folder", "expected cityscapes_data/train|val/")
     paths = sorted(
         list_images(split_dir),
@@ -109,13 +113,15 @@ def read(
     )
     records = []
     for path in paths:
-        height, width = image_size(path)
+        size = checked_size(path, report)
+        if size is None:
+            continue
+        height, width = size
         if width % 2:
-            raise UserError(
-                f"pair image width {width} is odd",
-                path=path,
-                fix="expected photo | label side by side",
+            report.error(
+                f"pair image width {width} is odd", path, fix="expected photo | label side by side"
             )
+            continue
         records.append(
             SegmentationRecord(
                 image_id=len(records),

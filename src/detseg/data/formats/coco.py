@@ -27,6 +27,8 @@ from detseg.data.imageio import write_image
 from detseg.data.types import DetectionDataset, DetectionRecord
 from detseg.errors import UserError
 
+_IMAGE_KEYS = ("id", "file_name", "height", "width")
+
 
 def load_json(path: Path) -> Any:
     """``json.load`` with a one-line :class:`UserError` (file:line) on malformed JSON."""
@@ -83,6 +85,17 @@ def read(
             path=json_path,
             fix="pass a COCO instances JSON such as instances_val2017.json",
         )
+    for index, category in enumerate(data["categories"]):
+        if not (
+            isinstance(category, dict)
+            and isinstance(category.get("id"), int)
+            and "name" in category
+        ):
+            raise UserError(
+                f"categories[{index}] needs an integer 'id' and a 'name', got {category!r}",
+                path=json_path,
+                fix="repair the categories list",
+            )
     categories = sorted(data["categories"], key=lambda c: int(c["id"]))
     category_ids = [int(c["id"]) for c in categories]
     label_of = {cid: index for index, cid in enumerate(category_ids)}
@@ -90,7 +103,11 @@ def read(
         report.error("duplicate category ids", json_path)
 
     images: dict[int, dict[str, Any]] = {}
-    for image in data["images"]:
+    for index, image in enumerate(data["images"]):
+        missing = [k for k in _IMAGE_KEYS if not isinstance(image, dict) or k not in image]
+        if missing:
+            report.error(f"images[{index}] lacks {missing}", json_path)
+            continue
         image_id = int(image["id"])
         if image_id in images:
             report.error(f"duplicate image id {image_id}", json_path)
@@ -115,7 +132,11 @@ def read(
             )
             continue
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)
+        ):
             report.error(f"{where}: bbox must be [x, y, w, h], got {bbox!r}", json_path)
             continue
         per_image[ann["image_id"]].append(ann)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detseg.data.formats._common import image_size, list_images, require_dir
+from detseg.data.formats._common import Problems, checked_size, collector, list_images, require_dir
 from detseg.data.imageio import read_image, read_label_png, write_image
 from detseg.data.types import SegmentationDataset, SegmentationRecord
 from detseg.errors import UserError
@@ -62,7 +62,11 @@ def gt_name(stem: str) -> str:
 
 
 def read(
-    root: str | Path, split: str = "training", categories: Sequence[str] = CATEGORIES
+    root: str | Path,
+    split: str = "training",
+    categories: Sequence[str] = CATEGORIES,
+    *,
+    problems: Problems | None = None,
 ) -> SegmentationDataset:
     """Read ``training`` (with ground truth) or ``testing`` images of the given categories.
 
@@ -70,6 +74,7 @@ def read(
         :class:`SegmentationDataset` (``format="kitti_road"``), ``extra["category"]`` per record.
     """
     base = dataset_dir(root)
+    report = collector(problems)
     image_dir = require_dir(base / split / "image_2", "image_2 folder", "expected data_road/")
     unknown = set(categories) - set(CATEGORIES)
     if unknown:
@@ -83,11 +88,13 @@ def read(
         if split == "training":
             gt_path = base / split / "gt_image_2" / gt_name(path.stem)
             if not gt_path.is_file():
-                raise UserError(
-                    "training image has no ground truth", path=path, fix=f"expected {gt_path}"
-                )
+                report.error("training image has no ground truth", path, fix=f"add {gt_path}")
+                continue
             mask_name = f"{split}/gt_image_2/{gt_path.name}"
-        height, width = image_size(path)
+        size = checked_size(path, report)
+        if size is None:
+            continue
+        height, width = size
         records.append(
             SegmentationRecord(
                 image_id=len(records),

@@ -13,13 +13,14 @@ pycocotools) inside :class:`~detseg.data.types.DetectionRecord`; instance-id PNG
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detseg.data.formats._common import image_size, list_images, require_dir
+from detseg.data.formats._common import Problems, checked_size, collector, list_images, require_dir
 from detseg.data.imageio import read_image, read_label_png, write_image
 from detseg.data.types import SegmentationDataset, SegmentationRecord
 from detseg.errors import UserError
@@ -62,7 +63,10 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     """Any COCO segmentation -> bool [H, W]."""
     from pycocotools import mask as mask_utils
 
-    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
+    rle = segmentation_to_rle(segmentation, height, width)
+    with warnings.catch_warnings():  # pycocotools' C decoder predates numpy 2's copy keyword
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def segmentation_area(segmentation: Any, height: int, width: int) -> float:
@@ -128,6 +132,7 @@ def read(
     images: str = "images",
     masks: str = "masks",
     ignore_index: int = 255,
+    problems: Problems | None = None,
 ) -> SegmentationDataset:
     """Read ``root/images`` + ``root/masks`` (index PNGs named like the images, suffix ``.png``).
 
@@ -138,20 +143,24 @@ def read(
         A :class:`SegmentationDataset` whose ``load`` gives RGB uint8 [H, W, 3] and int64 [H, W].
     """
     root = Path(root)
+    report = collector(problems)
     image_dir = require_dir(root / images, "image folder", "expected root/images/ and root/masks/")
     mask_dir = require_dir(root / masks, "mask folder", "expected root/images/ and root/masks/")
     records = []
-    for image_id, image_path in enumerate(list_images(image_dir)):
+    for image_path in list_images(image_dir):
         mask_path = mask_dir / f"{image_path.stem}.png"
         if not mask_path.is_file():
-            raise UserError(
-                "image has no mask", path=image_path, fix=f"add {mask_path} or remove the image"
+            report.error(
+                "image has no mask", image_path, fix=f"add {mask_path} or remove the image"
             )
-
-        height, width = image_size(image_path)
+            continue
+        size = checked_size(image_path, report)
+        if size is None:
+            continue
+        height, width = size
         records.append(
             SegmentationRecord(
-                image_id=image_id,
+                image_id=len(records),
                 file_name=f"{images}/{image_path.name}",
                 mask_name=f"{masks}/{mask_path.name}",
                 height=height,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detseg.data.formats._common import image_size, list_images, require_dir
+from detseg.data.formats._common import Problems, checked_size, collector, list_images, require_dir
 from detseg.data.imageio import read_image, write_image
 from detseg.data.types import SegmentationDataset, SegmentationRecord
 from detseg.errors import UserError
@@ -62,7 +62,9 @@ def _read_csv(path: Path, columns: tuple[str, str]) -> dict[str, str]:
         return {row[columns[0]]: row[columns[1]] or "" for row in reader}
 
 
-def read(root: str | Path, split: str = "train") -> SegmentationDataset:
+def read(
+    root: str | Path, split: str = "train", *, problems: Problems | None = None
+) -> SegmentationDataset:
     """Read ``split`` (``"train"`` or ``"test"``) of a TGS salt folder.
 
     Returns:
@@ -70,6 +72,7 @@ def read(root: str | Path, split: str = "train") -> SegmentationDataset:
         images whose mask comes from ``train.csv``, ``extra["rle"]``.
     """
     root = Path(root)
+    report = collector(problems)
     image_dir = require_dir(root / split / "images", "image folder", "expected train/images/")
     depths = _read_csv(root / "depths.csv", ("id", "z"))
     rles = _read_csv(root / "train.csv", ("id", "rle_mask")) if split == "train" else {}
@@ -84,12 +87,16 @@ def read(root: str | Path, split: str = "train") -> SegmentationDataset:
         elif stem in rles:
             extra["rle"] = rles[stem]
         elif split == "train":
-            raise UserError(
+            report.error(
                 "train image has neither a mask PNG nor a train.csv row",
-                path=image_path,
+                image_path,
                 fix="restore train/masks/ or train.csv",
             )
-        height, width = image_size(image_path)
+            continue
+        size = checked_size(image_path, report)
+        if size is None:
+            continue
+        height, width = size
         records.append(
             SegmentationRecord(
                 image_id=len(records),

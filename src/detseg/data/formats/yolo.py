@@ -103,6 +103,9 @@ def parse_label_file(
                 number,
             )
             continue
+        if not np.isfinite(values).all():
+            report.error(f"non-finite value in YOLO line {text.strip()!r}", label_path, number)
+            continue
         class_id = values[0]
         if class_id != int(class_id) or not 0 <= class_id < num_classes:
             report.error(
