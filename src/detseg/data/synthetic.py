@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 
 from detseg.data.synthetic_textures import (
+    BACKGROUND_KINDS,
     _ramp,
     make_background,
     random_colour,
@@ -323,23 +325,47 @@ def photometric(
     """
     height, width = image.shape[:2]
     s = strength
-    mean = image.mean(axis=(0, 1), keepdims=True)
-    contrast = np.float32(1 + s * rng.uniform(-0.3, 0.3))
-    offset = mean * (1 - contrast) + np.float32(s * rng.uniform(-25, 25))  # [1, 1, 3]
-    gains = (1 + s * rng.uniform(-0.12, 0.12, size=3)).astype(np.float32)
-    light = smooth_noise(rng, height, width, cells=2, channels=1, octaves=1)  # [H, W, 1]
-    light = 1 + np.float32(s * rng.uniform(0, 0.5)) * (light - 0.5)
-    out = cv2.multiply(image * contrast + offset, light * gains)  # [H, W, 3]
+    mean = np.asarray(cv2.mean(image)[:3])
+    contrast = 1 + s * rng.uniform(-0.3, 0.3)
+    gains = 1 + s * rng.uniform(-0.12, 0.12, size=3)
+    offset = mean * (1 - contrast) + s * rng.uniform(-25, 25)
+    # contrast, brightness and white balance in one affine map: out_c = gain_c * (k * in_c + b_c)
+    matrix = np.concatenate([np.diag(gains * contrast), (gains * offset)[:, None]], axis=1)
+    out = cv2.transform(image, matrix.astype(np.float32))
+    light = smooth_noise(rng, height, width, cells=2, channels=1, octaves=1)[..., 0]  # [H, W]
+    amount = s * rng.uniform(0, 0.5)
+    light = 1 + np.float32(amount) * (light - np.float32(0.5))
+    out = cv2.multiply(out, cv2.merge([light, light, light]))
     gamma = float(np.exp(s * rng.uniform(-0.2, 0.2)))
     lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
-    out = cv2.LUT(np.clip(out + 0.5, 0, 255).astype(np.uint8), lut)
+    out = cv2.LUT(np.clip(out + np.float32(0.5), 0, 255).astype(np.uint8), lut)
     if rng.random() < 0.4 * s:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.3))
     noise_std = s * rng.uniform(0, 8)
     if noise_std > 0.5:
-        noise = rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise_std)
-        out = np.clip(out + noise + 0.5, 0, 255).astype(np.uint8)
+        out = np.clip(
+            cv2.scaleAdd(_noise(rng, height, width), noise_std, out.astype(np.float32))
+            + np.float32(0.5),
+            0,
+            255,
+        ).astype(np.uint8)
     return out
+
+
+@functools.cache
+def _noise_table() -> np.ndarray:
+    """Fixed standard-normal noise, float32 [640, 640, 3] (drawn once; cheaper than per image)."""
+    return np.random.default_rng(2024).standard_normal((640, 640, 3), dtype=np.float32)
+
+
+def _noise(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Standard-normal noise [H, W, 3] float32: a random crop of the table, or fresh when larger."""
+    table = _noise_table()
+    if height > table.shape[0] or width > table.shape[1]:
+        return rng.standard_normal((height, width, 3), dtype=np.float32)
+    y0 = int(rng.integers(0, table.shape[0] - height + 1))
+    x0 = int(rng.integers(0, table.shape[1] - width + 1))
+    return np.ascontiguousarray(table[y0 : y0 + height, x0 : x0 + width])
 
 
 def shapes_scene(
@@ -350,13 +376,19 @@ def shapes_scene(
     scale: tuple[float, float] = (0.05, 0.6),
     min_visible: float = 0.2,
     classes: tuple[str, ...] = SHAPE_CLASSES,
+    backgrounds: tuple[str, ...] = BACKGROUND_KINDS,
+    clutter: bool = True,
+    jitter: float = 1.0,
 ) -> Scene:
     """A ``size`` x ``size`` scene of 2-7 shapes (classes from :data:`SHAPE_CLASSES`) over clutter.
 
     Colours are drawn independently of the class, so colour alone does not tell the class.
+    ``backgrounds`` (kinds of :func:`make_background`), ``clutter`` and ``jitter`` (photometric
+    strength) exist to make easy control scenes (e.g. ``("flat",)``, False, 0.0) for tests.
     """
-    image = make_background(rng, size, size)
-    add_clutter(rng, image, int(rng.integers(1, 7)))
+    image = make_background(rng, size, size, kinds=backgrounds)
+    if clutter:
+        add_clutter(rng, image, int(rng.integers(1, 7)))
     comp = Compositor(image, min_visible=min_visible)
     for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
         label = int(rng.integers(len(classes)))
@@ -368,6 +400,6 @@ def shapes_scene(
             x0 = int(rng.integers(-margin, size - side + margin + 1))
             if comp.place(sprite, x0, y0, label):
                 break
-    if rng.random() < 0.5:
+    if clutter and rng.random() < 0.5:
         add_clutter(rng, image, int(rng.integers(1, 3)), scale=(0.03, 0.2), compositor=comp)
-    return comp.scene(photometric(rng, comp.image), classes)
+    return comp.scene(photometric(rng, comp.image, strength=jitter), classes)

@@ -100,7 +100,16 @@ def smooth_noise(
 
 
 def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return a + (b - a) * t
+    """``a + (b - a) * t`` for colours ``a, b`` [3] and weights ``t`` [H, W, 1] or [H, W, 3].
+
+    Returns float32 [H, W, 3] (one OpenCV affine transform instead of numpy broadcasting).
+    """
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if t.shape[-1] == 1:
+        matrix = np.stack([b - a, a], axis=1)  # [3, 2]: out_c = (b_c - a_c) * t + a_c
+        return cv2.transform(np.ascontiguousarray(t[..., 0]), matrix)
+    matrix = np.concatenate([np.diag(b - a), a[:, None]], axis=1)  # [3, 4]
+    return cv2.transform(np.ascontiguousarray(t), matrix)
 
 
 def _ramp(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -134,6 +143,9 @@ def make_background(
 ) -> np.ndarray:
     """A textured background: one of ``kinds``, sometimes blended with a second one.
 
+    Kinds: ``photo``, ``texture`` (tinted grey texture), ``noise``, ``gradient``, ``stripes`` (all in
+    :data:`BACKGROUND_KINDS`), and ``flat`` (uniform grey, for control scenes only).
+
     Returns:
         float32 [height, width, 3] in 0..255.
     """
@@ -143,6 +155,8 @@ def make_background(
             return photo_crop(rng, height, width, str(rng.choice(photos)))
         if kind == "texture":
             return photo_crop(rng, height, width, str(rng.choice(TEXTURE_NAMES)))
+        if kind == "flat":  # plain grey, for control scenes
+            return np.full((height, width, 3), rng.uniform(60, 200), np.float32)
         c1, c2 = random_colour(rng), random_colour(rng)
         if kind == "noise":
             return _mix(c1, c2, smooth_noise(rng, height, width, cells=int(rng.integers(2, 8))))
@@ -154,5 +168,6 @@ def make_background(
 
     image = one(str(rng.choice(kinds)))
     if rng.random() < 0.3:
-        image = _mix(image, one(str(rng.choice(kinds))), np.float32(rng.uniform(0.2, 0.5)))
+        weight = rng.uniform(0.2, 0.5)
+        image = cv2.addWeighted(image, 1 - weight, one(str(rng.choice(kinds))), weight, 0.0)
     return image.astype(np.float32, copy=False)

@@ -1,0 +1,59 @@
+"""The core tour steps, end to end on the smoke-size built-in dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detseg import tour_core
+from detseg.cli import main as detseg_main
+from detseg.metrics import evaluate_coco
+
+
+def _tiny_gt() -> dict:
+    images = [{"id": i, "width": 100, "height": 80, "file_name": f"{i}.png"} for i in (1, 2)]
+    boxes = [(1, 1, [10, 10, 30, 20]), (1, 2, [50, 40, 20, 30]), (2, 1, [5, 5, 60, 60])]
+    annotations = [
+        {"id": n, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+        for n, (i, c, b) in enumerate(boxes, 1)
+    ]
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def test_perturbed_detections_without_noise_find_every_object_exactly():
+    gt = _tiny_gt()
+
+    detections = tour_core.perturbed_detections(gt, recall=1.0, jitter=0.0)
+
+    # one exact copy per object, one false alarm per image
+    assert len(detections) == len(gt["annotations"]) + len(gt["images"])
+    copies = [(d["image_id"], d["category_id"], d["bbox"]) for d in detections[:3]]
+    assert copies == [(a["image_id"], a["category_id"], a["bbox"]) for a in gt["annotations"]]
+    assert all(0.3 <= d["score"] < 1 for d in detections[:3])
+    assert all(0 <= d["score"] < 0.6 for d in detections[3:])
+    assert evaluate_coco(gt, detections, "bbox").stats["AR100"] == pytest.approx(1.0)
+    noisy = tour_core.perturbed_detections(gt, recall=1.0, jitter=0.3)
+    assert evaluate_coco(gt, noisy, "bbox").stats["AP"] < 1.0
+
+
+def test_core_tour_steps_run_on_smoke_data(isolated_dirs, tmp_path, capsys):
+    out = tmp_path / "tour"
+    with pytest.raises(SystemExit) as exit_info:
+        detseg_main(["tour", "--out", str(out)])
+    assert exit_info.value.code == 0, capsys.readouterr()
+
+    steps = json.loads((out / "results.json").read_text())["steps"]
+    data = steps["core-data"]["metrics"]
+    assert data["train_images"] + data["val_images"] == 16 and data["classes"] == 5
+    assert steps["core-validate"]["metrics"]["coco_errors"] == 0
+    assert steps["core-validate"]["metrics"]["yolo_errors"] == 0
+    evaluation = steps["core-eval"]["metrics"]
+    assert 0.3 < evaluation["fake_AP"] < evaluation["fake_AP50"] < 1.0
+    assert 0.0 <= evaluation["baseline_AP50"] < evaluation["fake_AP50"]
+    assert steps["core-export"]["metrics"]["max_abs_diff"] < 1e-4
+    for step in steps.values():
+        for picture in step["pictures"]:
+            assert Path(picture).is_file() and Path(picture).stat().st_size > 0
