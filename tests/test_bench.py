@@ -44,15 +44,26 @@ def test_time_it_statistics():
 
     result = bench.time_it(lambda: time.sleep(next(sleeps)), warmup=2, repeats=5)
 
-    assert set(result) == {"median_s", "min_s", "max_s", "iqr_s", "repeats"}
+    assert set(result) == {"median_s", "min_s", "max_s", "iqr_s", "p10_s", "p90_s", "repeats"}
     assert result["repeats"] == 5
     assert 0.01 <= result["min_s"] < result["median_s"] < result["max_s"]
     assert result["median_s"] == pytest.approx(0.03, abs=0.015)
     # inclusive quartiles of (0.01, 0.02, 0.03, 0.04, 0.05) are 0.02 and 0.04
     assert result["iqr_s"] == pytest.approx(0.02, abs=0.015)
+    assert result["min_s"] <= result["p10_s"] <= result["median_s"] <= result["p90_s"]
     calls = []
     bench.time_it(lambda: calls.append(1), warmup=3, repeats=4)
     assert len(calls) == 7
+
+
+def test_percentile_matches_numpy():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 5, 20):
+        values = rng.random(size).tolist()
+        for q in (0, 10, 25, 50, 90, 100):
+            assert bench._percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_fingerprint_keys_and_slug():

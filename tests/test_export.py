@@ -13,7 +13,6 @@ pytest.importorskip("onnxruntime")
 
 from detseg.errors import UserError  # noqa: E402
 from detseg.export import (  # noqa: E402
-    _pairwise_iou,
     check_parity,
     export_onnx,
     flatten_outputs,
@@ -38,15 +37,11 @@ def test_flatten_outputs_follows_exporter_order():
     assert flatten_outputs(7) == [7]
 
 
-def test_pairwise_iou_hand_case_and_torchvision():
-    boxes1 = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], dtype=np.float64)
-    boxes2 = np.array([[5, 0, 15, 10], [20, 20, 30, 30]], dtype=np.float64)
-    assert _pairwise_iou(boxes1, boxes2).tolist() == [[50 / 150, 0.0], [0.0, 0.0]]
-    rng = np.random.default_rng(0)
-    corners = rng.uniform(0, 100, (2, 30, 2, 2))
-    a, b = (np.concatenate([c.min(axis=1), c.max(axis=1)], axis=1) for c in corners)
-    expected = torchvision.ops.box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
-    np.testing.assert_allclose(_pairwise_iou(a, b), expected, atol=1e-12)
+def test_match_detections_ignores_empty_boxes():
+    # a zero-area box has IoU 0/0 with another zero-area box: never a match, never NaN
+    empty = {"boxes": np.zeros((1, 4)), "scores": np.array([0.9]), "labels": np.array([1])}
+    result = match_detections(empty, empty)
+    assert result["matched"] == 0
 
 
 def _dets(boxes, scores, labels, masks=None):

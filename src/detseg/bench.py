@@ -86,6 +86,11 @@ CASES: dict[str, Case] = {
         "core",
         "training throughput: DDP (2 processes) vs a single process",
     ),
+    "engine-checkpoint": Case(
+        "benchmarks/bench_engine.py:case_checkpoint_size",
+        "core",
+        "size of last.pt for Mask R-CNN R50-FPN (2 classes)",
+    ),
     "export-ort": Case(
         "benchmarks/bench_export.py:case_ort_vs_eager",
         "core",
@@ -155,6 +160,15 @@ def load_target(target: str, *, root: Path | None = None) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------------------- timing
 
 
+def _percentile(values: list[float], q: float) -> float:
+    """The q-th percentile of ``values`` with linear interpolation (numpy's default method)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def time_it(
     fn: Callable[[], Any],
     *,
@@ -170,8 +184,9 @@ def time_it(
         repeats: timed calls, at least 1.
         sync: called after each call inside the timed region, e.g. ``torch.cuda.synchronize``.
     Returns:
-        ``{"median_s", "min_s", "max_s", "iqr_s", "repeats"}``; ``iqr_s`` is the spread between the
-        25th and 75th percentile (0 for fewer than 2 repeats).
+        ``{"median_s", "min_s", "max_s", "iqr_s", "p10_s", "p90_s", "repeats"}``; ``iqr_s`` is the
+        spread between the 25th and 75th percentile (0 for fewer than 2 repeats); ``p10_s`` /
+        ``p90_s`` are the 10th / 90th percentiles (linear interpolation).
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -195,6 +210,8 @@ def time_it(
         "min_s": min(times),
         "max_s": max(times),
         "iqr_s": iqr,
+        "p10_s": _percentile(times, 10),
+        "p90_s": _percentile(times, 90),
         "repeats": repeats,
     }
 

@@ -17,7 +17,6 @@ torch, onnx and onnxruntime are imported inside the functions that need them.
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from detseg.bench import time_it
+from detseg.boxes import box_iou
 from detseg.errors import UserError
 
 
@@ -242,17 +243,6 @@ def _onnx_output_names(path: Path) -> list[str]:
     return [output.name for output in model.graph.output]
 
 
-def _pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """IoU [N, M] of xyxy boxes [N, 4] and [M, 4] (0 where the union is empty)."""
-    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
-    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N, M, 2]
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area1 = np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None).prod(axis=1)
-    area2 = np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None).prod(axis=1)
-    union = area1[:, None] + area2[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def match_detections(
     a: Mapping[str, Any], b: Mapping[str, Any], iou_threshold: float = 0.5
 ) -> dict[str, Any]:
@@ -276,7 +266,7 @@ def match_detections(
     scores_b = _to_numpy(b["scores"]).astype(np.float64).reshape(-1)
     labels_a = _to_numpy(a["labels"]).astype(np.int64).reshape(-1)
     labels_b = _to_numpy(b["labels"]).astype(np.int64).reshape(-1)
-    iou = _pairwise_iou(boxes_a, boxes_b)  # [Na, Nb]
+    iou = np.nan_to_num(box_iou(boxes_a, boxes_b))  # [Na, Nb]; 0/0 of empty boxes -> 0
     iou[labels_a[:, None] != labels_b[None, :]] = -1.0
     pairs: list[tuple[int, int]] = []
     taken = np.zeros(len(boxes_b), dtype=bool)
@@ -324,18 +314,10 @@ def time_inference(
     Returns:
         ``{"median_ms", "p10", "p90", "repeats"}``; p10 / p90 are the 10th / 90th percentile in ms.
     """
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
-    for _ in range(warmup):
-        fn(inputs)
-        if sync is not None:
-            sync()
-    times_ms = np.empty(repeats)
-    for index in range(repeats):
-        start = time.perf_counter()
-        fn(inputs)
-        if sync is not None:
-            sync()
-        times_ms[index] = (time.perf_counter() - start) * 1000.0
-    p10, median, p90 = np.percentile(times_ms, [10, 50, 90])
-    return {"median_ms": float(median), "p10": float(p10), "p90": float(p90), "repeats": repeats}
+    timing = time_it(lambda: fn(inputs), warmup=warmup, repeats=repeats, sync=sync)
+    return {
+        "median_ms": timing["median_s"] * 1000.0,
+        "p10": timing["p10_s"] * 1000.0,
+        "p90": timing["p90_s"] * 1000.0,
+        "repeats": repeats,
+    }
