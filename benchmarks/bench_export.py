@@ -27,12 +27,20 @@ def _small_cnn():
     ).eval()
 
 
-def case_ort_vs_eager(image_size: int = 128, batch_sizes: tuple[int, ...] = (1, 8)) -> dict:
-    """Median latency of eager PyTorch and ONNX Runtime, their ratio (ORT / eager) and parity."""
+def case_ort_vs_eager(
+    image_size: int = 128, batch_sizes: tuple[int, ...] = (1, 8), threads: int = 1
+) -> dict:
+    """Median latency of eager PyTorch and ONNX Runtime, their ratio (ORT / eager) and parity.
+
+    Both run with the same number of intra-op threads (``threads``), so the ratio compares the
+    runtimes, not how each copes with a busy machine.
+    """
     import torch
 
     from detseg.export import check_parity, export_onnx, ort_session, time_inference
 
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     model = _small_cnn()
     result: dict[str, float | str] = {"main": "ratio_b1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +52,7 @@ def case_ort_vs_eager(image_size: int = 128, batch_sizes: tuple[int, ...] = (1, 
             output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
         )
-        session = ort_session(path)
+        session = ort_session(path, threads=threads)
         for batch in batch_sizes:
             images = torch.rand(batch, 3, image_size, image_size)
             with torch.inference_mode():
@@ -56,4 +64,6 @@ def case_ort_vs_eager(image_size: int = 128, batch_sizes: tuple[int, ...] = (1, 
             result[f"ort_ms_b{batch}"] = onnx_time["median_ms"]
             result[f"ratio_b{batch}"] = onnx_time["median_ms"] / eager["median_ms"]
             result[f"max_abs_diff_b{batch}"] = check_parity(model, session, images)
+    torch.set_num_threads(previous_threads)
+    result["threads"] = threads
     return result
