@@ -117,7 +117,8 @@ def add_standard_args(
     group.add_argument(
         "--dry-run",
         action="store_true",
-        help="one epoch of one batch end to end, to check that everything runs",
+        help="one epoch of one batch end to end, to check that everything runs "
+        "(writes into <output-dir>/dry-run)",
     )
     group.add_argument(
         "--tracker",
@@ -171,7 +172,7 @@ def existing_path(path: str | Path, flag: str, *, kind: str = "any") -> Path:
     path = Path(path)
     if not path.exists():
         raise UserError(
-            f"{flag}: no such {'folder' if kind == 'dir' else 'file'}",
+            f"{flag}: no such {({'dir': 'folder', 'file': 'file'}).get(kind, 'file or folder')}",
             path=path,
             fix="check the path"
             + (" or leave the flag out to use the built-in data" if flag == "--data-path" else ""),
@@ -220,13 +221,14 @@ def validate_standard_args(args: argparse.Namespace) -> argparse.Namespace:
 def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`detseg.engine.train` keywords that come straight from the standard flags.
 
-    ``--dry-run`` becomes one epoch of one batch. ``config`` is ``vars(args)`` (made plain by the
-    engine), stored in every checkpoint.
+    ``--dry-run`` becomes one epoch of one batch, written to ``<output-dir>/dry-run`` so that it never
+    replaces a real run's ``last.pt``. ``config`` is ``vars(args)`` (made plain by the engine), stored
+    in every checkpoint.
     """
     return {
         "epochs": 1 if args.dry_run else args.epochs,
         "max_steps_per_epoch": 1 if args.dry_run else None,
-        "output_dir": args.output_dir,
+        "output_dir": Path(args.output_dir) / "dry-run" if args.dry_run else args.output_dir,
         "amp": args.amp,
         "tracker": args.tracker,
         "resume": args.resume

@@ -194,6 +194,8 @@ def make_loader(
         workers: loader worker processes (0 loads in the main process).
         collate_fn: how items become a batch; detection uses ``lambda items: tuple(zip(*items))``.
         drop_last: drop the last incomplete batch (and, under DDP, the tail that does not divide).
+            Without it, DDP pads with up to ``W - 1`` repeated items: fine for training, but an
+            evaluation that needs each item exactly once should run on one process.
         pin_memory: page-locked host memory for faster copies to a CUDA device.
     """
     for name, value, least in (("batch size", batch_size, 1), ("workers", workers, 0)):

@@ -67,13 +67,22 @@ def supervised_step(
 
 
 def as_loss_dict(losses: Mapping[str, Tensor] | Tensor) -> dict[str, Tensor]:
-    """Accept a loss dict or one scalar tensor (named ``"loss"``); check every value is a scalar."""
+    """Accept a loss dict or one scalar tensor; check every value is a scalar.
+
+    ``"loss"`` names the sum of the terms in the history, so it may only be the name of a single term
+    (a bare tensor is taken as ``{"loss": tensor}``).
+    """
     if isinstance(losses, Tensor):
         losses = {"loss": losses}
     if not isinstance(losses, Mapping) or not losses:
         raise TypeError(
             f"step_fn must return a non-empty dict of scalar loss tensors, got {type(losses).__name__}"
             " (is the model in train mode?)"
+        )
+    if "loss" in losses and len(losses) > 1:
+        raise TypeError(
+            f"step_fn returned terms {sorted(losses)}: with several terms none may be named 'loss' "
+            "(the engine logs their sum under that name)"
         )
     for name, value in losses.items():
         if not isinstance(value, Tensor) or value.numel() != 1:
