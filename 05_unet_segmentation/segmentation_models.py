@@ -13,6 +13,7 @@ return an ``OrderedDict`` with ``"out"`` (and ``"aux"``), which :func:`logits_of
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.models import segmentation as tv_seg
 from unet import UNET_PAPER, UNet, count_parameters  # noqa: F401  (re-exported)
 
+from detseg.engine.checkpoint import load_checkpoint, model_state
 from detseg.errors import UserError
 from detseg.pretrained import load_state_dict
 
@@ -33,7 +35,7 @@ def _no_pretrained(name: str, weights: str) -> None:
     if weights != "none":
         raise UserError(
             f"model {name!r} has no pretrained weights (it is trained from scratch)",
-            fix="pass --weights none",
+            fix="leave out --pretrained",
         )
 
 
@@ -119,19 +121,37 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(
-    name: str, *, num_classes: int, width: float = 1.0, weights: str = "none"
+    name: str, *, num_classes: int, width: float | None = None, weights: str = "none"
 ) -> nn.Module:
-    """Look ``name`` up in :data:`MODELS` (a clear error lists the names) and build it."""
+    """Look ``name`` up in :data:`MODELS` (a clear error lists the names) and build it.
+
+    ``width=None`` keeps the builder's own default (0.25 for ``fcn8s``, 1.0 for the others).
+    """
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}", fix=f"use one of {', '.join(MODELS)}")
     if weights not in WEIGHTS_CHOICES:
-        raise UserError(f"unknown --weights {weights!r}", fix="use 'none' or 'pretrained'")
-    return MODELS[name](num_classes=num_classes, width=width, weights=weights)
+        raise UserError(f"unknown --pretrained {weights!r}", fix="use 'none' or 'pretrained'")
+    if width is not None and not width > 0:
+        raise UserError(f"--width must be > 0, got {width}", fix="e.g. --width 0.5")
+    extra = {} if width is None else {"width": width}
+    return MODELS[name](num_classes=num_classes, weights=weights, **extra)
 
 
 def logits_of(output: Tensor | dict[str, Tensor]) -> Tensor:
     """The main logits ``[N, C, H, W]`` of any model here (``output["out"]`` for dict outputs)."""
     return output["out"] if isinstance(output, dict) else output
+
+
+class LogitsOnly(nn.Module):
+    """Wrap a model so that it returns the main logits tensor (``output["out"]`` for dicts): what
+    ONNX export and timing want from PSPNet and torchvision's models."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return logits_of(self.model(images))
 
 
 @torch.no_grad()
@@ -141,3 +161,47 @@ def predict_logits(model: nn.Module, images: Tensor) -> Tensor:
     if logits.shape[-2:] != images.shape[-2:]:
         logits = torch.nn.functional.interpolate(logits, size=images.shape[-2:], mode="bilinear")
     return logits
+
+
+def load_trained(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model written by ``train.py`` from its checkpoint alone, in eval mode.
+
+    Returns:
+        ``(model, config)``; ``config`` is the training run's (``model``, ``width``,
+        ``num_outputs``, ``classes``, ``palette``, ``binary``, ``image_size``, ...).
+    Raises:
+        UserError: the file is missing, unreadable, or not a checkpoint of this folder's ``train.py``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            "checkpoint not found",
+            path=path,
+            fix="train first (python 05_unet_segmentation/train.py) or pass --weights",
+        )
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(config, dict) or config.get("model") not in MODELS:
+        raise UserError(
+            "not a checkpoint written by this folder's train.py (no model name in its config)",
+            path=path,
+            fix="pass a best.pt / last.pt from runs/05_unet_segmentation/",
+        )
+    model = build_model(
+        config["model"], num_classes=int(config["num_outputs"]), width=config.get("width")
+    )
+    load_weights(model, checkpoint, path=path)
+    return model.to(device).eval(), config
+
+
+def load_weights(model: nn.Module, checkpoint: dict[str, Any], *, path: str | Path) -> None:
+    """Copy a checkpoint's (or bare state dict's) weights into ``model``; a mismatch is a UserError."""
+    try:
+        model.load_state_dict(model_state(checkpoint))
+    except RuntimeError as err:  # missing / unexpected keys, shape mismatches
+        first = str(err).strip().splitlines()
+        raise UserError(
+            f"the weights do not fit this model ({first[1].strip() if len(first) > 1 else first[0]})",
+            path=path,
+            fix="pass a checkpoint trained with the same --model, --width and --dataset",
+        ) from err
