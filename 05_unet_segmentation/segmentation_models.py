@@ -61,12 +61,21 @@ def build_fcn8s(*, num_classes: int, width: float = 0.25, weights: str = "none")
     return model
 
 
-def build_pspnet(*, num_classes: int, width: float = 1.0, weights: str = "none") -> nn.Module:
-    """PSPNet on a dilated ResNet-18; ``weights="pretrained"`` loads the ImageNet backbone."""
-    model = PSPNet(num_classes=num_classes)
+def build_pspnet(
+    *, num_classes: int, width: float = 1.0, weights: str = "none", output_stride: int = 8
+) -> nn.Module:
+    """PSPNet on a dilated ResNet-18 (output stride 8, as in the paper); ``weights="pretrained"``
+    loads the ImageNet backbone."""
+    model = PSPNet(num_classes=num_classes, output_stride=output_stride)
     if weights == "pretrained":
         model.load_backbone(load_state_dict(torchvision.models.ResNet18_Weights.IMAGENET1K_V1))
     return model
+
+
+def build_pspnet_os16(*, num_classes: int, width: float = 1.0, weights: str = "none") -> nn.Module:
+    """PSPNet with only the last stage dilated (output stride 16): 3x fewer multiply-adds,
+    what the CPU comparison in lesson 3 uses."""
+    return build_pspnet(num_classes=num_classes, width=width, weights=weights, output_stride=16)
 
 
 def _torchvision_builder(name: str, weights_enum: Any) -> Callable[..., nn.Module]:
@@ -106,6 +115,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "unet_paper": build_unet_paper,
     "fcn8s": build_fcn8s,
     "pspnet": build_pspnet,
+    "pspnet_os16": build_pspnet_os16,
     "fcn_resnet50": _torchvision_builder(
         "fcn_resnet50", tv_seg.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1
     ),
@@ -140,6 +150,36 @@ def build_model(
 def logits_of(output: Tensor | dict[str, Tensor]) -> Tensor:
     """The main logits ``[N, C, H, W]`` of any model here (``output["out"]`` for dict outputs)."""
     return output["out"] if isinstance(output, dict) else output
+
+
+def count_multiply_adds(model: nn.Module, size: tuple[int, int], in_channels: int = 3) -> int:
+    """Multiply-adds of every (transposed) convolution for one image of ``size`` (H, W).
+
+    Runs the model once under forward hooks; build it on the ``meta`` device to allocate nothing.
+    Linear layers, pooling, normalisation and interpolation are not counted (they are small here).
+    """
+    total: list[int] = []
+
+    def count(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        per_value = module.weight[
+            0
+        ].numel()  # Conv2d [out, in/g, k, k]; ConvTranspose2d [in, out/g, k, k]
+        counted = inputs[0] if isinstance(module, nn.ConvTranspose2d) else output
+        total.append(counted.numel() * per_value)
+
+    convolutions = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    hooks = [m.register_forward_hook(count) for m in convolutions]
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()  # batch norm on a batch of one 1x1 map (PSPNet's 1x1 bin) refuses training mode
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, *size, device=device))
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return int(sum(total))
 
 
 class LogitsOnly(nn.Module):
