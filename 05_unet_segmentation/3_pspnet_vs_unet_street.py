@@ -34,9 +34,9 @@
 #
 # Both models train on the same 850 images for the same number of epochs with the same optimiser
 # and learning rate, at 128 x 128 pixels (the photos are resized once, labels with nearest
-# neighbour). U-Net uses base width 16; PSPNet dilates only its last stage (output stride 16), which
-# costs 3 x fewer multiply-adds than the paper's stride 8 at this size. Smoke mode (`DETSEG_SMOKE=1`) trains one
-# epoch on 16 images.
+# neighbour). U-Net uses base width 16; PSPNet dilates only its last stage (output stride 16),
+# which needs 3 x fewer multiply-adds than the paper's stride 8 at this size. Smoke mode
+# (`DETSEG_SMOKE=1`) trains one epoch on 16 images.
 
 # %%
 import time
