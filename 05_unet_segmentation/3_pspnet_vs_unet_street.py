@@ -63,6 +63,7 @@ if SMOKE:  # the tests run several notebooks side by side; extra threads would o
 EPOCHS = 1 if SMOKE else 8
 SIZE = TASKS["street"].image_size  # (128, 128)
 MODELS = {"U-Net": "unet", "PSPNet": "pspnet_os16"}
+REPEATS = 3 if SMOKE else 20  # timed forward passes per model
 DEVICE = select_device("auto")
 OUT = settings.runs_root() / "05_unet_segmentation" / "lesson3"
 print(f"device: {DEVICE} | torch threads: {torch.get_num_threads()} | smoke mode: {SMOKE}")
@@ -184,7 +185,7 @@ for label, model in models.items():
     model.eval()
     with torch.no_grad():
         timing = time_inference(
-            lambda x, model=model: predict_logits(model, x), sample, warmup=3, repeats=20
+            lambda x, model=model: predict_logits(model, x), sample, warmup=3, repeats=REPEATS
         )
     history = results[label]["history"]
     final = history[-1]["eval"]
