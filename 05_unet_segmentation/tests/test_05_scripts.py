@@ -110,3 +110,18 @@ def test_tour_quick_path(script, tmp_path):
 def test_bench_case_runs_in_smoke_mode(script):
     result = script("bench_cases").case_ort_vs_eager()
     assert result["max_abs_diff"] <= 1e-4 and result["main"] == "speedup"
+
+
+def test_train_defaults_follow_the_dataset(script):
+    train = script("train")
+
+    def resolved(*argv):
+        return train.resolve_defaults(train.get_args_parser().parse_args(list(argv)))
+
+    road = resolved("--dataset", "road")
+    assert (road.model, road.width, road.epochs, road.batch_size) == ("fcn8s", None, 8, 4)
+    salt = resolved("--dataset", "salt", "--epochs", "2")
+    assert (salt.model, salt.width, salt.epochs, salt.num_images) == ("unet", 0.5, 2, 2000)
+    other_model = resolved("--dataset", "salt", "--model", "fcn8s")
+    assert other_model.width is None  # fcn8s keeps its own default width
+    assert str(resolved("--dataset", "street").output_dir).endswith("unet-street")
