@@ -1,4 +1,5 @@
-"""What every lesson of this folder trains with: datasets, losses, evaluation, threshold sweep.
+"""What every lesson and script of this folder trains with: tasks and datasets, losses, evaluation,
+the threshold sweep, and :func:`fit`, the one call into the core engine.
 
 - Binary tasks (``salt``) use one logit channel, BCE + soft Dice loss, and a probability threshold.
 - Multi-class tasks (``road``: not road / road; ``street``: 7 classes) use cross-entropy with
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ TASKS = {
 
 
 def get_task(name: str) -> Task:
+    """The :class:`Task` named ``name``; a UserError lists the names."""
     if name not in TASKS:
         raise UserError(f"unknown --dataset {name!r}", fix=f"use one of {', '.join(TASKS)}")
     return TASKS[name]
@@ -114,6 +117,7 @@ class EpochSubset(Subset):
 
 
 def output_channels(task: Task, dataset: SegmentationDataset) -> int:
+    """Logit channels: 1 for a binary task (sigmoid), else one per class (softmax)."""
     return 1 if task.binary else dataset.num_classes
 
 
@@ -193,8 +197,8 @@ def segmentation_loss(
     return losses
 
 
-def make_step(binary: bool):
-    """Engine step function: ``(model, (images, masks), device) -> loss dict``."""
+def make_step(binary: bool) -> Callable[[nn.Module, Any, torch.device], dict[str, Tensor]]:
+    """Engine step function: ``(model, (images [N, 3, H, W], masks [N, H, W]), device) -> losses``."""
 
     def step(model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, masks = batch
