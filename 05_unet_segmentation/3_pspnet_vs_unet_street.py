@@ -60,7 +60,7 @@ NOTEBOOK_START = time.perf_counter()
 SMOKE = settings.smoke_mode()
 if SMOKE:  # the tests run several notebooks side by side; extra threads would only wait
     torch.set_num_threads(1)
-EPOCHS = 1 if SMOKE else 6
+EPOCHS = 1 if SMOKE else 4
 SIZE = TASKS["street"].image_size  # (128, 128)
 MODELS = {"U-Net": "unet", "PSPNet": "pspnet_os16"}
 REPEATS = 3 if SMOKE else 20  # timed forward passes per model

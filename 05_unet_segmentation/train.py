@@ -48,7 +48,7 @@ EXAMPLE = "05_unet_segmentation"
 DEFAULTS: dict[str, dict[str, Any]] = {
     "salt": {"model": "unet", "width": 0.5, "epochs": 4, "batch_size": 16, "lr": 3e-3, "num_images": 2000},
     "road": {"model": "fcn8s", "width": None, "epochs": 8, "batch_size": 4, "lr": 1e-3, "num_images": None},
-    "street": {"model": "unet", "width": None, "epochs": 6, "batch_size": 8, "lr": 2e-3, "num_images": None},
+    "street": {"model": "unet", "width": None, "epochs": 4, "batch_size": 8, "lr": 2e-3, "num_images": None},
 }  # fmt: skip
 
 
