@@ -83,12 +83,22 @@ class PSPNet(nn.Module):
     """
 
     def __init__(
-        self, *, num_classes: int, aux_loss: bool = True, bins: tuple[int, ...] = (1, 2, 3, 6)
+        self,
+        *,
+        num_classes: int,
+        aux_loss: bool = True,
+        bins: tuple[int, ...] = (1, 2, 3, 6),
+        output_stride: int = 8,
     ) -> None:
         super().__init__()
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         resnet = torchvision.models.resnet18(weights=None)
-        dilate_stage(resnet.layer3, 2)
-        dilate_stage(resnet.layer4, 4)
+        if output_stride == 8:
+            dilate_stage(resnet.layer3, 2)
+            dilate_stage(resnet.layer4, 4)
+        else:
+            dilate_stage(resnet.layer4, 2)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
