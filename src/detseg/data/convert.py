@@ -1,0 +1,95 @@
+"""Convert a detection dataset between formats: ``coco <-> yolo <-> voc <-> csv``, ``pennfudan -> *``.
+
+Class ids are handled in one place: every reader maps its file convention (COCO category ids, YOLO
+ids, VOC / CSV names) to contiguous labels ``0..C-1`` with ``dataset.classes``; every writer maps
+them back. COCO category ids survive a COCO -> COCO trip (``dataset.category_ids``); from any other
+source they become ``1..C``. Images are decoded and re-encoded by the writer (JPEG quality 95);
+a file name is reduced to its base name unless two images would then collide, in which case the
+folder is kept in the name (``airplane/image_0001.jpg`` -> ``airplane_image_0001.jpg``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from detseg.data.formats import FORMATS, coco, csvboxes, pennfudan, voc, yolo
+from detseg.data.imageio import read_image
+from detseg.data.types import DetectionDataset, DetectionRecord
+from detseg.errors import UserError
+
+DETECTION_TARGETS = ("coco", "yolo", "voc", "csv", "pennfudan")
+
+
+def output_names(records: list[DetectionRecord]) -> list[str]:
+    """Base names, or the relative path flattened with ``_`` where base names would collide."""
+    bases = [Path(r.file_name).name for r in records]
+    counts = Counter(bases)
+    return [
+        base if counts[base] == 1 else r.file_name.replace("/", "_").replace("\\", "_")
+        for base, r in zip(bases, records)
+    ]
+
+
+def samples(dataset: DetectionDataset) -> Iterator[tuple[DetectionRecord, np.ndarray]]:
+    """``(record renamed for the target, RGB image)`` for every record, images read lazily."""
+    for record, name in zip(dataset.records, output_names(dataset.records)):
+        yield replace(record, file_name=name), read_image(dataset.image_path(record))
+
+
+def coco_json_path(dst: Path) -> Path:
+    """``dst`` if it names a ``.json`` file, else Roboflow's ``dst/_annotations.coco.json``."""
+    return dst if dst.suffix == ".json" else dst / "_annotations.coco.json"
+
+
+def convert(
+    src: str | Path,
+    src_format: str,
+    dst: str | Path,
+    dst_format: str,
+    *,
+    split: str | None = None,
+) -> Path:
+    """Read ``src`` as ``src_format`` and write it to ``dst`` as ``dst_format``.
+
+    Args:
+        src: what the source reader takes (COCO JSON, YOLO ``data.yaml``, VOC / CSV / PennFudan folder).
+        dst: COCO: a ``.json`` path or a folder (``_annotations.coco.json`` + images inside);
+            others: the dataset folder to create.
+        split: source split (YOLO ``train`` / ``val`` / ``test``, VOC ``ImageSets/Main`` list), also
+            the YOLO target split; default ``train`` for YOLO, everything otherwise.
+    Returns:
+        what the target reader takes (JSON path, ``data.yaml``, or the folder).
+    Raises:
+        UserError: unknown or non-detection formats; PennFudan target without masks.
+    """
+    for name in (src_format, dst_format):
+        if name not in FORMATS or FORMATS[name].kind != "detection":
+            detection = [k for k, v in FORMATS.items() if v.kind == "detection"]
+            raise UserError(f"cannot convert format {name!r}", fix=f"use one of {detection}")
+    src, dst = Path(src), Path(dst)
+    reader = FORMATS[src_format].read
+    dataset = reader(src, split=split) if split and src_format in ("yolo", "voc") else reader(src)
+    if dst_format == "pennfudan" and any(r.segmentations is None for r in dataset.records):
+        raise UserError(
+            "PennFudan needs instance masks and the source has none",
+            path=src,
+            fix="convert to coco, yolo, voc or csv instead",
+        )
+    if dst_format == "coco":
+        out_json = coco_json_path(dst)
+        category_ids = dataset.category_ids if src_format == "coco" else None
+        return coco.write(
+            out_json, samples(dataset), dataset.classes, image_dir=out_json.parent, category_ids=category_ids
+        )
+    if dst_format == "yolo":
+        return yolo.write(dst, samples(dataset), dataset.classes, split=split or "train")
+    if dst_format == "voc":
+        return voc.write(dst, samples(dataset), dataset.classes)
+    if dst_format == "csv":
+        return csvboxes.write(dst, samples(dataset), dataset.classes)
+    return pennfudan.write(dst, samples(dataset))

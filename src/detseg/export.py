@@ -1,0 +1,325 @@
+"""ONNX export and the checks that the exported model still computes what the eager one does.
+
+- :func:`export_onnx` writes a model with ``torch.onnx.export`` and checks the file with
+  ``onnx.checker``. ``dynamo=False`` (the default here) uses the TorchScript tracer, which exports
+  torchvision detectors (post-processing included) in torch 2.14; ``dynamo=True`` (``torch.export``)
+  needs the ``onnxscript`` package.
+- :func:`ort_session` opens it in ONNX Runtime, :func:`run_opencv_dnn` in OpenCV's DNN module.
+- :func:`check_parity` is the max abs difference of all outputs, eager vs ONNX Runtime; use it where
+  outputs are continuous functions of the input (backbones, raw heads, segmentation logits).
+- :func:`match_detections` compares final detections by IoU matching: score thresholds, top-k and NMS
+  are discontinuous, so two correct implementations may keep or order a near-tie box differently.
+- :func:`time_inference` times a callable (median, 10th and 90th percentile).
+
+torch, onnx and onnxruntime are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detseg.errors import UserError
+
+
+def flatten_outputs(value: Any) -> list[Any]:
+    """Leaves of nested dicts / lists / tuples in order (dicts in insertion order), as the exporter
+    flattens a model's inputs and outputs.
+
+    Example: ``[{"boxes": b, "scores": s}]`` -> ``[b, s]``.
+    """
+    if isinstance(value, Mapping):
+        return [leaf for item in value.values() for leaf in flatten_outputs(item)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten_outputs(item)]
+    return [value]
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def export_onnx(
+    model: Any,
+    example_inputs: Any,
+    path: str | Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str] | Sequence[int]] | None = None,
+    opset: int = 17,
+    dynamo: bool = False,
+    quiet: bool = True,
+) -> Path:
+    """Export ``model`` to an ONNX file and validate it with ``onnx.checker``.
+
+    Args:
+        model: a ``torch.nn.Module``; it is put in eval mode (export traces inference).
+        example_inputs: a tensor or a tuple of positional arguments (a torchvision detector takes
+            ``([image [3, H, W]],)``: one list of images).
+        path: the ``.onnx`` file to write (parents are created).
+        input_names / output_names: names of the flattened inputs / outputs, in order.
+        dynamic_axes: ``{name: {axis: "symbol"}}`` for axes that vary at run time, e.g.
+            ``{"images": {0: "batch"}, "logits": {0: "batch"}}``; every other axis is fixed.
+        opset: ONNX opset version.
+        dynamo: use the ``torch.export`` based exporter (needs ``onnxscript``) instead of the
+            TorchScript tracer.
+        quiet: hide the tracer's warnings (data-dependent Python values turned into constants, the
+            legacy-exporter deprecation notice); they are expected for detectors.
+    Returns:
+        ``path`` as a Path.
+    Raises:
+        UserError: ``dynamo=True`` without ``onnxscript`` installed.
+    """
+    import onnx
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if dynamo:
+        try:
+            import onnxscript  # noqa: F401
+        except ModuleNotFoundError as err:
+            raise UserError(
+                "the dynamo ONNX exporter needs the 'onnxscript' package, which is not installed",
+                fix="pip install onnxscript, or export with dynamo=False (TorchScript tracer)",
+            ) from err
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    model.eval()
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+        extra: dict[str, Any] = {"external_data": False} if dynamo else {}
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=None if dynamic_axes is None else dict(dynamic_axes),
+                opset_version=opset,
+                dynamo=dynamo,
+                **extra,
+            )
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def ort_session(
+    path: str | Path, device: str = "cpu", *, threads: int | None = None
+) -> Any:  # onnxruntime.InferenceSession
+    """Open an ONNX file in ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file.
+        device: ``"cuda"`` uses the CUDAExecutionProvider when this onnxruntime build has it
+            (``onnxruntime-gpu``) and falls back to the CPU; ``"cpu"`` always uses the CPU.
+        threads: intra-op threads (``None``: onnxruntime's default, one per core).
+    Returns:
+        ``onnxruntime.InferenceSession``; ``session.get_providers()`` says what it runs on.
+    Raises:
+        UserError: the file is missing or is not a loadable ONNX model.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("ONNX file not found", path=path, fix="run the export first")
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph / ... classes
+        raise UserError(
+            f"ONNX Runtime cannot load the model ({type(err).__name__}: {str(err)[:200]})",
+            path=path,
+            fix="re-export it; check the opset is supported by this onnxruntime",
+        ) from err
+
+
+def ort_run(session: Any, inputs: Any) -> list[np.ndarray]:
+    """Run an ONNX Runtime session on the flattened ``inputs`` (tensors or arrays, in input order)."""
+    leaves = [_to_numpy(leaf) for leaf in flatten_outputs(inputs)]
+    names = [node.name for node in session.get_inputs()]
+    if len(leaves) != len(names):
+        raise ValueError(f"the ONNX model takes {len(names)} inputs {names}, got {len(leaves)}")
+    return session.run(None, dict(zip(names, leaves)))
+
+
+def check_parity(model: Any, session: Any, inputs: Any) -> float:
+    """Max abs difference over all outputs between eager ``model(*inputs)`` and the ONNX session.
+
+    Args:
+        model: the eager ``torch.nn.Module`` (in eval mode).
+        session: an ``onnxruntime.InferenceSession`` of its export.
+        inputs: a tensor or a tuple of positional arguments, as given to :func:`export_onnx`.
+    Returns:
+        The largest ``|eager - onnx|`` over every element of every (flattened) output.
+    Raises:
+        ValueError: the outputs differ in number or shape (e.g. a detector that kept a different
+            number of boxes; compare those with :func:`match_detections`).
+    """
+    import torch
+
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    with torch.no_grad():
+        eager = [_to_numpy(leaf) for leaf in flatten_outputs(model(*args))]
+    onnx_outputs = ort_run(session, args)
+    if len(eager) != len(onnx_outputs):
+        raise ValueError(f"eager model gives {len(eager)} outputs, ONNX {len(onnx_outputs)}")
+    worst = 0.0
+    for index, (mine, theirs) in enumerate(zip(eager, onnx_outputs)):
+        if mine.shape != theirs.shape:
+            raise ValueError(f"output {index}: eager shape {mine.shape}, ONNX shape {theirs.shape}")
+        if mine.size:
+            diff = np.abs(mine.astype(np.float64) - theirs.astype(np.float64)).max()
+            worst = max(worst, float(diff))
+    return worst
+
+
+def run_opencv_dnn(
+    path: str | Path, blob: np.ndarray | Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
+    """Run an ONNX file with OpenCV's DNN module (``cv2.dnn.readNetFromONNX``), CPU backend.
+
+    Args:
+        path: the ``.onnx`` file.
+        blob: float32 NCHW input (e.g. from ``cv2.dnn.blobFromImage``), or ``{input name: array}``.
+    Returns:
+        One array per unconnected output layer, in the order OpenCV lists them.
+    Raises:
+        UserError: OpenCV cannot parse the model (not every ONNX operator is supported).
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("ONNX file not found", path=path, fix="run the export first")
+    try:
+        net = cv2.dnn.readNetFromONNX(str(path))
+    except cv2.error as err:
+        raise UserError(
+            f"OpenCV DNN cannot read this model ({str(err).strip().splitlines()[-1][:200]})",
+            path=path,
+            fix="use ONNX Runtime (detseg.export.ort_session), or export a simpler graph",
+        ) from err
+    if isinstance(blob, Mapping):
+        for name, array in blob.items():
+            net.setInput(np.ascontiguousarray(array, dtype=np.float32), name)
+    else:
+        net.setInput(np.ascontiguousarray(blob, dtype=np.float32))
+    outputs = net.forward(net.getUnconnectedOutLayersNames())
+    return [np.asarray(output) for output in outputs]
+
+
+def _pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """IoU [N, M] of xyxy boxes [N, 4] and [M, 4] (0 where the union is empty)."""
+    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
+    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N, M, 2]
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area1 = np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None).prod(axis=1)
+    area2 = np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None).prod(axis=1)
+    union = area1[:, None] + area2[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match_detections(
+    a: Mapping[str, Any], b: Mapping[str, Any], iou_threshold: float = 0.5
+) -> dict[str, Any]:
+    """Match two sets of detections of the same image and measure how far matched pairs differ.
+
+    Greedy, like COCO matching: ``a``'s detections in decreasing score take the unmatched detection
+    of ``b`` with the same label and the highest IoU, if that IoU >= ``iou_threshold``.
+
+    Args:
+        a, b: ``{"boxes": [N, 4] xyxy, "scores": [N], "labels": [N]}`` and optionally
+            ``"masks": [N, 1, H, W]`` or ``[N, H, W]`` (torch tensors or numpy arrays).
+        iou_threshold: minimum IoU of a match.
+    Returns:
+        ``{"count_a", "count_b", "matched", "max_box_err", "max_score_err", "max_mask_err"}``: the
+        errors are max abs differences over matched pairs (box coordinates in pixels), ``None``
+        when nothing matched (``max_mask_err`` also when either side has no masks).
+    """
+    boxes_a = _to_numpy(a["boxes"]).astype(np.float64).reshape(-1, 4)
+    boxes_b = _to_numpy(b["boxes"]).astype(np.float64).reshape(-1, 4)
+    scores_a = _to_numpy(a["scores"]).astype(np.float64).reshape(-1)
+    scores_b = _to_numpy(b["scores"]).astype(np.float64).reshape(-1)
+    labels_a = _to_numpy(a["labels"]).astype(np.int64).reshape(-1)
+    labels_b = _to_numpy(b["labels"]).astype(np.int64).reshape(-1)
+    iou = _pairwise_iou(boxes_a, boxes_b)  # [Na, Nb]
+    iou[labels_a[:, None] != labels_b[None, :]] = -1.0
+    pairs: list[tuple[int, int]] = []
+    taken = np.zeros(len(boxes_b), dtype=bool)
+    for index in np.argsort(-scores_a, kind="stable"):
+        if not len(boxes_b):
+            break
+        candidates = np.where(taken, -1.0, iou[index])
+        best = int(np.argmax(candidates))
+        if candidates[best] >= iou_threshold:
+            taken[best] = True
+            pairs.append((int(index), best))
+    result: dict[str, Any] = {
+        "count_a": len(boxes_a),
+        "count_b": len(boxes_b),
+        "matched": len(pairs),
+        "max_box_err": None,
+        "max_score_err": None,
+        "max_mask_err": None,
+    }
+    if pairs:
+        rows_a, rows_b = (np.array(side) for side in zip(*pairs))
+        result["max_box_err"] = float(np.abs(boxes_a[rows_a] - boxes_b[rows_b]).max())
+        result["max_score_err"] = float(np.abs(scores_a[rows_a] - scores_b[rows_b]).max())
+        if a.get("masks") is not None and b.get("masks") is not None:
+            masks_a = _to_numpy(a["masks"]).astype(np.float64)
+            masks_b = _to_numpy(b["masks"]).astype(np.float64)
+            result["max_mask_err"] = float(np.abs(masks_a[rows_a] - masks_b[rows_b]).max())
+    return result
+
+
+def time_inference(
+    fn: Callable[..., Any],
+    inputs: Any,
+    warmup: int = 3,
+    repeats: int = 20,
+    *,
+    sync: Callable[[], Any] | None = None,
+) -> dict[str, float]:
+    """Time ``fn(inputs)``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    Args:
+        fn: called as ``fn(inputs)``, e.g. ``model`` or ``lambda x: session.run(None, x)``.
+        inputs: its one argument.
+        sync: called after each call inside the timed region (``torch.cuda.synchronize`` on CUDA).
+    Returns:
+        ``{"median_ms", "p10", "p90", "repeats"}``; p10 / p90 are the 10th / 90th percentile in ms.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    for _ in range(warmup):
+        fn(inputs)
+        if sync is not None:
+            sync()
+    times_ms = np.empty(repeats)
+    for index in range(repeats):
+        start = time.perf_counter()
+        fn(inputs)
+        if sync is not None:
+            sync()
+        times_ms[index] = (time.perf_counter() - start) * 1000.0
+    p10, median, p90 = np.percentile(times_ms, [10, 50, 90])
+    return {"median_ms": float(median), "p10": float(p10), "p90": float(p90), "repeats": repeats}
