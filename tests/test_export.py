@@ -24,7 +24,9 @@ from detseg.export import (  # noqa: E402
     time_inference,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning"
+)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -182,6 +184,21 @@ def test_small_cnn_onnxruntime_and_opencv_match_eager(tmp_path: Path):
         ort_run(session, (images, images))
 
 
+@pytest.mark.xfail(
+    reason="OpenCV DNN 4.14 computes a padded 3x3 depthwise conv on a 1x1 map wrongly (diff ~0.6); "
+    "it hits SSDlite's last head level. When this passes, drop the [:-6] in the SSDlite test.",
+    strict=False,
+)
+def test_opencv_depthwise_conv_on_1x1_input(tmp_path: Path):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).eval()
+    features = torch.randn(1, 8, 1, 1)
+    path = export_onnx(conv, features, tmp_path / "dw.onnx", input_names=["x"], output_names=["y"])
+    with torch.no_grad():
+        expected = conv(features).numpy()
+    np.testing.assert_allclose(run_opencv_dnn(path, features.numpy())[0], expected, atol=1e-4)
+
+
 def test_check_parity_detects_a_different_model(tmp_path: Path):
     model = _small_cnn()
     images = torch.rand(1, 3, 32, 32)
@@ -257,6 +274,17 @@ def test_ssdlite_raw_head_outputs_match(ssdlite):
     assert cls_logits.std() > 0.1 and bbox_regression.std() > 0.1, "activations must be alive"
     # float32 rounding grows with activation size: ~3e-5 absolute here for outputs up to ~3.
     assert check_parity(raw, session, images) < 1e-4
+    # OpenCV DNN runs the raw head too, outputs in the file's order (OpenCV lists them reversed).
+    # Its last 6 anchors (the 1x1 feature map) are wrong: see the depthwise 1x1 test below.
+    opencv = run_opencv_dnn(ssdlite["head"], images[:1].numpy())
+    assert [o.shape for o in opencv] == [(1, 3234, 3), (1, 3234, 4)]
+    np.testing.assert_allclose(opencv[0][:, :-6], cls_logits[:1, :-6].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        opencv[1][:, :-6], bbox_regression[:1, :-6].numpy(), atol=1e-4, rtol=0
+    )
+    # The full detector (dynamic shapes, NMS) is beyond OpenCV DNN: a clear error, not a crash.
+    with pytest.raises(UserError, match="OpenCV DNN cannot read this model .*Shape"):
+        run_opencv_dnn(ssdlite["full"], images[:1].numpy())
 
 
 def test_ssdlite_full_detector_final_detections_match(ssdlite):

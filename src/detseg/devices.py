@@ -28,14 +28,25 @@ import platform
 import random
 import re
 import sys
+from collections.abc import MutableMapping
 
-_FALLBACK_FROM_SHELL = os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1"
-_TORCH_NOT_YET_IMPORTED = "torch" not in sys.modules
-if sys.platform == "darwin" and _TORCH_NOT_YET_IMPORTED:
-    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
-# True when torch saw the variable at import: set in the shell, or set above before torch came in.
-MPS_FALLBACK_ACTIVE = os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1" and (
-    _FALLBACK_FROM_SHELL or _TORCH_NOT_YET_IMPORTED
+
+def _enable_mps_fallback(
+    environ: MutableMapping[str, str], *, is_macos: bool, torch_imported: bool
+) -> bool:
+    """Set ``PYTORCH_ENABLE_MPS_FALLBACK=1`` in ``environ`` when it can still matter.
+
+    Returns True when the fallback is in effect for this process's torch: exported by the user before
+    Python started, or set here on macOS before torch was imported. A value the user set is kept.
+    """
+    from_shell = environ.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1"
+    if is_macos and not torch_imported:
+        environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    return environ.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1" and (from_shell or not torch_imported)
+
+
+MPS_FALLBACK_ACTIVE = _enable_mps_fallback(
+    os.environ, is_macos=sys.platform == "darwin", torch_imported="torch" in sys.modules
 )
 
 import numpy as np  # noqa: E402

@@ -16,6 +16,7 @@ torch, onnx and onnxruntime are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -200,7 +201,7 @@ def run_opencv_dnn(
         path: the ``.onnx`` file.
         blob: float32 NCHW input (e.g. from ``cv2.dnn.blobFromImage``), or ``{input name: array}``.
     Returns:
-        One array per unconnected output layer, in the order OpenCV lists them.
+        One array per output, in the ONNX file's output order.
     Raises:
         UserError: OpenCV cannot parse the model (not every ONNX operator is supported).
     """
@@ -212,8 +213,11 @@ def run_opencv_dnn(
     try:
         net = cv2.dnn.readNetFromONNX(str(path))
     except cv2.error as err:
+        # OpenCV nests messages; the innermost "error: (code) text" says what is unsupported.
+        reasons = re.findall(r"error: \(([^)]*)\) ([^\n]*)", str(err))
+        reason = f"{reasons[-1][0]}: {reasons[-1][1]}" if reasons else str(err).strip()
         raise UserError(
-            f"OpenCV DNN cannot read this model ({str(err).strip().splitlines()[-1][:200]})",
+            f"OpenCV DNN cannot read this model ({reason[:200]})",
             path=path,
             fix="use ONNX Runtime (detseg.export.ort_session), or export a simpler graph",
         ) from err
@@ -222,8 +226,20 @@ def run_opencv_dnn(
             net.setInput(np.ascontiguousarray(array, dtype=np.float32), name)
     else:
         net.setInput(np.ascontiguousarray(blob, dtype=np.float32))
-    outputs = net.forward(net.getUnconnectedOutLayersNames())
+    names = list(net.getUnconnectedOutLayersNames())
+    graph_names = _onnx_output_names(path)
+    if sorted(graph_names) == sorted(names):
+        names = graph_names  # OpenCV lists outputs in its own order; use the file's
+    outputs = net.forward(names)
     return [np.asarray(output) for output in outputs]
+
+
+def _onnx_output_names(path: Path) -> list[str]:
+    """Names of the graph outputs of an ONNX file, in order."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [output.name for output in model.graph.output]
 
 
 def _pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:

@@ -171,7 +171,7 @@ def existing_path(path: str | Path, flag: str, *, kind: str = "any") -> Path:
     path = Path(path)
     if not path.exists():
         raise UserError(
-            f"{flag}: no such {'folder' if kind == 'dir' else 'file'}",
+            f"{flag}: no such {({'dir': 'folder', 'file': 'file'}).get(kind, 'file or folder')}",
             path=path,
             fix="check the path"
             + (" or leave the flag out to use the built-in data" if flag == "--data-path" else ""),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -111,9 +112,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[-1][:200]
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found is None:  # not a pickle stream of ours at all
+            raise UserError(
+                "checkpoint is corrupt or not a PyTorch file (unreadable pickle stream)",
+                path=path,
+                fix="delete it and resume from another one (best.pt, or a copy), or train from scratch",
+            ) from err
         raise UserError(
-            f"checkpoint holds objects other than tensors and plain values ({first_line})",
+            f"checkpoint holds a {found.group(1)} object, not only tensors and plain values",
             path=path,
             fix="save only state_dicts and plain types; load files you trust with "
             "torch.load(path, weights_only=False)",

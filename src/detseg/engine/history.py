@@ -88,16 +88,23 @@ def epoch_line(entry: Mapping[str, Any], epochs: int) -> str:
     return " | ".join(parts)
 
 
-def write_training_curves(history: list[dict[str, Any]], output_dir: Path) -> None:
-    """Loss / lr / metric curves as PNGs in ``output_dir``: the one call site of ``detseg.viz``.
+CURVES_FILE = "training_curves.png"
 
-    ``detseg.viz`` (matplotlib) is built on another branch; until it is merged the curves are skipped
-    and ``metrics.json`` still holds every number.
+
+def write_training_curves(history: list[dict[str, Any]], output_dir: Path) -> Path:
+    """Plot losses, learning rate and evaluation metrics per epoch into ``output_dir/training_curves.png``.
+
+    The one call site of :func:`detseg.viz.plot_history` (matplotlib, imported here only). Times and the
+    gradient norm stay in ``metrics.json``; they would only crowd the figure.
     """
-    try:
-        from detseg.viz import plot_training_curves  # type: ignore[import-not-found]
-    except ModuleNotFoundError as err:
-        if err.name != "detseg.viz":
-            raise
-        return
-    plot_training_curves(history, output_dir)
+    from detseg.viz import plot_history
+
+    rows = [
+        {
+            k: v
+            for k, v in flatten_epoch(entry).items()
+            if not k.startswith("time/") and k != "train/grad_norm"
+        }
+        for entry in history
+    ]
+    return plot_history(rows, output_dir / CURVES_FILE, title=output_dir.name)

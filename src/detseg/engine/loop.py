@@ -3,8 +3,9 @@
 Per epoch: a tqdm bar (ETA, loss, lr, data vs compute time), the step function, a linear warm-up in
 the first iterations, optional gradient clipping, AMP on CUDA, a stop on the first non-finite loss,
 then ``evaluate_fn``, the scheduler, an atomic ``last.pt`` (and ``best.pt``), ``metrics.json``, the
-tracker and the training-curve plot. Epoch numbers are 1-based everywhere (history, checkpoint
-``"epoch"`` = epochs completed, messages, ``evaluate_fn``); batches are numbered 1..N in messages.
+tracker, and ``training_curves.png`` (after the last epoch, and at most once a minute before).
+Epoch numbers are 1-based everywhere (history, checkpoint ``"epoch"`` = epochs completed, messages,
+``evaluate_fn``); batches are numbered 1..N in messages.
 
 Exact resume: a checkpoint holds model, optimizer, scheduler, AMP scaler, warm-up position, history
 and every random state. The loader's order is a function of ``(seed, epoch)`` (``make_loader`` and
@@ -52,6 +53,7 @@ from detseg.engine.trackers import NoTracker, flatten_epoch, make_tracker
 from detseg.errors import UserError
 
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
+CURVES_EVERY_S = 60.0  # redraw training_curves.png at most this often, and after the last epoch
 
 
 class NonFiniteLossError(UserError):
@@ -206,6 +208,7 @@ class _Run:
         meta = {"device": describe_device(self.device), "world_size": self.info.world_size}
         if saved_rng is not None:
             set_rng_state(saved_rng)
+        last_plot = time.monotonic()
         try:
             for epoch in range(start + 1, self.epochs + 1):
                 ddp.set_loader_epoch(self.loader, epoch)
@@ -230,7 +233,9 @@ class _Run:
                         self.output_dir / "metrics.json", json.dumps(summary, indent=1)
                     )
                     tracker_.log_epoch(self.history)
-                    write_training_curves(self.history, self.output_dir)
+                    if epoch == self.epochs or time.monotonic() - last_plot > CURVES_EVERY_S:
+                        write_training_curves(self.history, self.output_dir)
+                        last_plot = time.monotonic()
                     tqdm.write(epoch_line(entry, self.epochs), file=sys.stderr)
                 # Logging and plotting above must not shift any random stream: a resumed run starts
                 # from `snapshot`, so the uninterrupted one continues from it too.
