@@ -252,10 +252,10 @@ class SlimConfig:
     rpn_post_nms_top_n_train: int = 300
     rpn_post_nms_top_n_test: int = 100
     box_batch_size_per_image: int = 128
-    box_conv_layers: tuple[int, ...] = (64, 64)
+    box_conv_layers: tuple[int, ...] = ()
     representation_size: int = 256
     mask_layers: tuple[int, ...] = (64, 64)
-    norm: str = "batch"
+    norm: str = "none"
     box_detections_per_img: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -14,6 +14,12 @@ also get ``detections.json`` (boxes xyxy in pixels, labels, class names, scores)
 
 from __future__ import annotations
 
+# isort: off
+# first, before torch loads: on macOS it turns on PyTorch's CPU fallback for operators without an
+# MPS kernel (PYTORCH_ENABLE_MPS_FALLBACK=1), see README "Apple MPS"
+from detseg import devices
+
+# isort: on
 import argparse
 import json
 import sys
@@ -25,7 +31,7 @@ from typing import Any
 import numpy as np
 from models_maskrcnn import load_trained
 
-from detseg import devices, settings
+from detseg import settings
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image, write_image
 from detseg.errors import UserError, run_cli
 from detseg.video import SOURCE_HELP, run_loop

@@ -14,6 +14,12 @@ Every epoch: SGD with momentum, linear warm-up, step decay at ``--lr-steps``, ch
 
 from __future__ import annotations
 
+# isort: off
+# first, before torch loads: on macOS it turns on PyTorch's CPU fallback for operators without an
+# MPS kernel (PYTORCH_ENABLE_MPS_FALLBACK=1), see README "Apple MPS"
+from detseg import devices
+
+# isort: on
 import argparse
 import json
 import sys
@@ -33,7 +39,7 @@ from models_maskrcnn import (
     has_masks,
 )
 
-from detseg import devices, engine
+from detseg import engine
 from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
 from detseg.data.torch_datasets import detection_collate
 from detseg.engine.distributed import dist_info
