@@ -32,12 +32,12 @@ maskrcnn_slim              ResNet-18 FPN with 64 channels, small heads,     no: 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
+from slim_maskrcnn import SlimConfig, slim_maskrcnn
 from torch import nn
 from torchvision.models.detection import (
     FasterRCNN,
@@ -47,13 +47,7 @@ from torchvision.models.detection import (
     MaskRCNN_ResNet50_FPN_V2_Weights,
     MaskRCNN_ResNet50_FPN_Weights,
 )
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import (
-    FastRCNNConvFCHead,
-    FastRCNNPredictor,
-    TwoMLPHead,
-)
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
@@ -215,166 +209,17 @@ def build_maskrcnn_mobilenet_v3_fpn(
     return model if str(weights) == "none" else _load_weights_file(model, weights)
 
 
-@dataclass
-class SlimConfig:
-    """A Mask R-CNN small enough to train from scratch on a CPU (every field is a plain value).
-
-    Attributes:
-        backbone: torchvision ResNet name (``resnet18`` / ``resnet34``), random init, BatchNorm.
-        returned_layers: ResNet stages fed to the FPN: 2, 3, 4 are strides 8, 16, 32 (+ a max-pooled
-            level at 64 for the RPN). Skipping stage 1 (stride 4) saves most of the FPN's cost.
-        fpn_channels: channels of every FPN level (torchvision's default: 256).
-        anchor_sizes: one tuple of anchor sizes (sqrt of area, pixels) per FPN level incl. the pool.
-        aspect_ratios: anchor height / width ratios (people are about 2.5 times taller than wide).
-        min_size, max_size: the transform resizes the shorter side to ``min_size`` (longer <= max_size).
-        rpn_pre_nms_top_n_train / _test, rpn_post_nms_top_n_train / _test: proposals per image kept
-            before / after the RPN's NMS.
-        box_batch_size_per_image: sampled RoIs per image for the box head loss.
-        box_conv_layers: channels of 3x3 convolutions on the 7 x 7 RoI features before the box
-            head's fully connected layer (the v2 recipe's head); empty: torchvision's two-layer MLP.
-        representation_size: width of the box head's fully connected layer(s).
-        mask_layers: channels of the mask head's 3x3 convolutions (torchvision: four of 256).
-        norm: normalisation in the FPN and the heads: ``"batch"``, ``"group"`` (8 groups) or
-            ``"none"`` (torchvision v1). Training from scratch needs it (He et al., "Rethinking
-            ImageNet Pre-training", 2019); the backbone always has BatchNorm.
-        box_detections_per_img: detections kept per image at inference.
-    """
-
-    backbone: str = "resnet18"
-    returned_layers: tuple[int, ...] = (2, 3, 4)
-    fpn_channels: int = 64
-    anchor_sizes: tuple[tuple[int, ...], ...] = ((32,), (64,), (128,), (256,))
-    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 3.0)
-    min_size: int = 256
-    max_size: int = 384
-    rpn_pre_nms_top_n_train: int = 600
-    rpn_pre_nms_top_n_test: int = 300
-    rpn_post_nms_top_n_train: int = 300
-    rpn_post_nms_top_n_test: int = 100
-    box_batch_size_per_image: int = 128
-    box_conv_layers: tuple[int, ...] = ()
-    representation_size: int = 256
-    mask_layers: tuple[int, ...] = (64, 64)
-    norm: str = "none"
-    box_detections_per_img: int = 20
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SlimConfig:
-        """Rebuild from :func:`dataclasses.asdict` output read back from JSON (lists -> tuples)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(
-                f"unknown slim model options {unknown}", fix=f"use some of {sorted(known)}"
-            )
-        converted = {
-            key: _tuples(value) if key != "extra" else dict(value) for key, value in values.items()
-        }
-        return cls(**converted)
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
-    """GroupNorm with ``groups`` groups (fewer if ``channels`` is smaller), called like BatchNorm2d."""
-    return nn.GroupNorm(min(groups, channels), channels)
-
-
-NORM_LAYERS: dict[str, Callable[[int], nn.Module] | None] = {
-    "batch": nn.BatchNorm2d,
-    "group": group_norm,
-    "none": None,
-}
-
-
-def _norm_layer(config: SlimConfig) -> Callable[[int], nn.Module] | None:
-    if config.norm not in NORM_LAYERS:
-        raise UserError(f"unknown norm {config.norm!r}", fix=f"use one of {sorted(NORM_LAYERS)}")
-    return NORM_LAYERS[config.norm]
-
-
-def slim_backbone(config: SlimConfig) -> BackboneWithFPN:
-    """ResNet (random init, trainable BatchNorm) + FPN with ``config.fpn_channels`` channels.
-
-    Returns a module mapping images ``[B, 3, H, W]`` to an ordered dict of feature maps
-    ``{"0": [B, C, H/8, W/8], "1": [B, C, H/16, W/16], "2": [B, C, H/32, W/32], "pool": [B, C, H/64, W/64]}``
-    for the default ``returned_layers=(2, 3, 4)``.
-    """
-    resnet = torchvision.models.get_model(config.backbone, weights=None, norm_layer=nn.BatchNorm2d)
-    stage_channels = {1: resnet.layer1, 2: resnet.layer2, 3: resnet.layer3, 4: resnet.layer4}
-    in_channels = [_out_channels(stage_channels[k]) for k in config.returned_layers]
-    return_layers = {f"layer{k}": str(i) for i, k in enumerate(config.returned_layers)}
-    return BackboneWithFPN(
-        resnet, return_layers, in_channels, config.fpn_channels, norm_layer=_norm_layer(config)
-    )
-
-
-def _out_channels(stage: nn.Module) -> int:
-    last_block = list(stage.children())[-1]
-    convs = [m for m in last_block.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels
-
-
 def build_maskrcnn_slim(
     *, num_classes: int, weights: str | Path = "none", config: SlimConfig | dict | None = None
 ) -> MaskRCNN:
-    """A small Mask R-CNN (see :class:`SlimConfig`) trained from scratch; no COCO weights exist for it."""
+    """The slim Mask R-CNN (:mod:`slim_maskrcnn`), trained from scratch: no COCO weights exist for it."""
     _check_num_classes(num_classes)
     if str(weights) == "coco":
         raise UserError(
             "maskrcnn_slim has no COCO weights (it is trained from scratch)",
             fix="pass --weights none, or a checkpoint of this model",
         )
-    if isinstance(config, dict):
-        config = SlimConfig.from_dict(config)
-    config = config or SlimConfig()
-    backbone = slim_backbone(config)
-    levels = [str(i) for i in range(len(config.returned_layers))]
-    if len(config.anchor_sizes) != len(levels) + 1:
-        raise UserError(
-            f"anchor_sizes needs {len(levels) + 1} entries (one per FPN level and the pool level), "
-            f"got {len(config.anchor_sizes)}",
-            fix="give one tuple of sizes per level",
-        )
-    anchors = AnchorGenerator(
-        config.anchor_sizes, (tuple(config.aspect_ratios),) * len(config.anchor_sizes)
-    )
-    channels = config.fpn_channels
-    norm_layer = _norm_layer(config)
-    if config.box_conv_layers:
-        box_head: nn.Module = FastRCNNConvFCHead(
-            (channels, 7, 7),
-            list(config.box_conv_layers),
-            [config.representation_size],
-            norm_layer=norm_layer,
-        )
-    else:
-        box_head = TwoMLPHead(channels * 7 * 7, config.representation_size)
-    model = MaskRCNN(
-        backbone,
-        num_classes=None,  # both predictors are given below
-        min_size=config.min_size,
-        max_size=config.max_size,
-        rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
-        rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
-        rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
-        box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
-        box_head=box_head,
-        box_predictor=FastRCNNPredictor(config.representation_size, num_classes),
-        box_batch_size_per_image=config.box_batch_size_per_image,
-        box_detections_per_img=config.box_detections_per_img,
-        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
-        mask_head=MaskRCNNHeads(channels, list(config.mask_layers), 1, norm_layer=norm_layer),
-        mask_predictor=MaskRCNNPredictor(
-            config.mask_layers[-1], config.mask_layers[-1], num_classes
-        ),
-        **config.extra,
-    )
+    model = slim_maskrcnn(num_classes, config)
     return model if str(weights) == "none" else _load_weights_file(model, weights)
 
 
@@ -428,11 +273,6 @@ def build_model(
     if image_size is not None:
         options["min_size"], options["max_size"] = (int(v) for v in image_size)
     return MODELS[name](num_classes=num_classes, weights=weights, **options)
-
-
-def slim_config_dict(config: SlimConfig | None = None) -> dict[str, Any]:
-    """:class:`SlimConfig` as a plain dict (for checkpoints' ``config``)."""
-    return asdict(config or SlimConfig())
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

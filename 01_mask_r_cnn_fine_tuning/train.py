@@ -83,7 +83,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="slim model option (models_maskrcnn.SlimConfig), e.g. fpn_channels=96 or "
+        help="slim model option (slim_maskrcnn.SlimConfig), e.g. fpn_channels=96 or "
         "'anchor_sizes=[[32],[64],[128],[256]]'; repeatable",
     )
     parser.add_argument("--momentum", type=float, default=0.9)

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 import torch
 from maskrcnn_eval import label_to_category, predictions_to_coco
-from models_maskrcnn import (
-    MODELS,
-    SlimConfig,
-    build_model,
-    has_masks,
-    replace_heads,
-    slim_backbone,
-    slim_config_dict,
-)
+from models_maskrcnn import MODELS, build_model, has_masks, replace_heads
 from pycocotools import mask as mask_utils
+from slim_maskrcnn import SlimConfig, slim_backbone, slim_config_dict
 
 from detseg.data.types import DetectionDataset
 from detseg.errors import UserError
