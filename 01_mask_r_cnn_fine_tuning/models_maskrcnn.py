@@ -88,7 +88,10 @@ def _check_num_classes(num_classes: int) -> None:
 def _ensure_cached(weights: Any) -> None:
     """Make sure the COCO file is in torch's hub cache, or raise the one-line offline message."""
     if not pretrained.cache_path(weights).is_file():
-        pretrained.load_state_dict(weights)  # downloads (hash-checked) or raises UserError
+        pretrained.load_state_dict(  # downloads (hash-checked) or raises UserError
+            weights,
+            offline_hint="or pass --weights none to train from scratch on the built-in data",
+        )
 
 
 def _load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:

@@ -85,7 +85,8 @@ def test_train_on_multiclass_coco_json_dry_run(workdir):
     result = train.main(
         [*TINY, "--data", "shapes", "--dry-run", "--output-dir", str(workdir / "s")]
     )
-    config = result["history"] and load_trained(workdir / "s" / "last.pt")[1]
+    # --dry-run writes into <output-dir>/dry-run so it never overwrites a real run
+    config = result["history"] and load_trained(workdir / "s" / "dry-run" / "last.pt")[1]
     assert config["num_classes"] == len(config["classes"]) + 1 > 2
     assert result["history"][0]["steps"] == 1
     assert {"bbox_AP50", "segm_AP50"} <= set(result["eval"])
