@@ -99,7 +99,8 @@ class PSPNet(nn.Module):
 
     Args:
         num_classes: output channels.
-        aux_loss: also return ``"aux"`` logits from stage 3 (weight 0.4 in the loss).
+        aux_loss: in training mode also return ``"aux"`` logits from stage 3 (weight 0.4 in the
+            loss); eval mode skips that head.
         bins: pyramid pooling grid sizes.
     Returns (forward):
         ``OrderedDict`` with ``"out"`` [N, num_classes, H, W] (and ``"aux"``), like torchvision's
@@ -147,6 +148,6 @@ class PSPNet(nn.Module):
         stage4 = self.layer4(stage3)  # [N, 512, H/8, W/8] (dilated)
         logits = self.head(self.ppm(stage4))
         result = OrderedDict(out=F.interpolate(logits, size=size, mode="bilinear"))
-        if self.aux is not None:
+        if self.aux is not None and self.training:  # the auxiliary loss only trains
             result["aux"] = F.interpolate(self.aux(stage3), size=size, mode="bilinear")
         return result

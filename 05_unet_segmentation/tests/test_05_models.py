@@ -76,11 +76,12 @@ def test_pyramid_pooling_doubles_channels():
 
 
 def test_pspnet_returns_out_and_aux_at_input_size():
-    model = PSPNet(num_classes=5).eval()
-    with torch.no_grad():
-        result = model(torch.rand(1, 3, 96, 128))
+    model = PSPNet(num_classes=5)
+    result = model(torch.rand(2, 3, 96, 128))  # training mode: both heads
     assert list(result) == ["out", "aux"]
-    assert result["out"].shape == result["aux"].shape == (1, 5, 96, 128)
+    assert result["out"].shape == result["aux"].shape == (2, 5, 96, 128)
+    with torch.no_grad():
+        assert list(model.eval()(torch.rand(1, 3, 96, 128))) == ["out"]  # inference: no aux head
     model.load_backbone(torchvision.models.resnet18(weights=None).state_dict())
 
 
