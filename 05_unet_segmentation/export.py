@@ -92,15 +92,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.batch_size, 3, height, width, generator=torch.Generator().manual_seed(0)
     )
     output = args.output or Path(args.weights).with_suffix(".onnx")
-    path = export_onnx(
-        wrapped,
-        images,
-        output,
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        opset=args.opset,
-    )
+    try:
+        path = export_onnx(
+            wrapped,
+            images,
+            output,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset=args.opset,
+        )
+    except UserError:
+        raise
+    except Exception as err:  # the exporter's own errors: unsupported operator, opset ...
+        first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise UserError(
+            f"ONNX export of {config['model']} failed ({type(err).__name__}: {first_line})",
+            path=args.weights,
+            fix="try another --opset or input size; --debug shows the exporter's traceback",
+        ) from err
     session = ort_session(path, threads=args.threads)
     max_abs_diff = check_parity(wrapped, session, images)
     repeats = 2 if args.dry_run else args.repeats

@@ -1,9 +1,10 @@
 """Train a segmentation model of this folder on built-in (or real) data.
 
-    python 05_unet_segmentation/train.py --model unet --dataset salt        # lesson 1: TGS-layout salt
-    python 05_unet_segmentation/train.py --model fcn8s --dataset road       # lesson 2: KITTI-layout road
-    python 05_unet_segmentation/train.py --model pspnet --dataset street    # lesson 3: Cityscapes pairs
-    python 05_unet_segmentation/train.py --model lraspp_mobilenet_v3_large --dataset street
+    python 05_unet_segmentation/train.py --dataset salt      # lesson 1: U-Net, TGS-layout salt
+    python 05_unet_segmentation/train.py --dataset road      # lesson 2: FCN-8s, KITTI-layout road
+    python 05_unet_segmentation/train.py --dataset street    # lesson 3: U-Net, Cityscapes pairs
+    python 05_unet_segmentation/train.py --dataset street --model pspnet_os16      # lesson 3: PSPNet
+    python 05_unet_segmentation/train.py --dataset street --model lraspp_mobilenet_v3_large
     python 05_unet_segmentation/train.py ... --dry-run                      # one batch end to end
 
 Run from the repository root (built-in data goes to ``data/``, runs to ``runs/``). Without
@@ -56,6 +57,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train U-Net / FCN-8s / PSPNet / torchvision segmentation models",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="defaults per --dataset (flags override them): "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{key} {value}" for key, value in defaults.items())
+            for name, defaults in DEFAULTS.items()
+        ),
     )
     parser.add_argument(
         "--dataset", default="salt", choices=list(TASKS), help="task and its built-in data"

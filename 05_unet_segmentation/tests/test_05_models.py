@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from fcn8s import FCN8s, bilinear_kernel, load_vgg16_imagenet
-from pspnet import PSPNet, PyramidPooling
+from pspnet import PSPNet, PyramidPooling, adaptive_avg_pool
 from segmentation_models import build_model, count_multiply_adds, load_weights
 from unet import UNET_PAPER, UNet, center_crop, count_parameters
 
@@ -76,11 +76,12 @@ def test_pyramid_pooling_doubles_channels():
 
 
 def test_pspnet_returns_out_and_aux_at_input_size():
-    model = PSPNet(num_classes=5).eval()
-    with torch.no_grad():
-        result = model(torch.rand(1, 3, 96, 128))
+    model = PSPNet(num_classes=5)
+    result = model(torch.rand(2, 3, 96, 128))  # training mode: both heads
     assert list(result) == ["out", "aux"]
-    assert result["out"].shape == result["aux"].shape == (1, 5, 96, 128)
+    assert result["out"].shape == result["aux"].shape == (2, 5, 96, 128)
+    with torch.no_grad():
+        assert list(model.eval()(torch.rand(1, 3, 96, 128))) == ["out"]  # inference: no aux head
     model.load_backbone(torchvision.models.resnet18(weights=None).state_dict())
 
 
@@ -125,3 +126,26 @@ def test_build_model_defaults_and_errors(tmp_path):
             {"model": build_model("unet", num_classes=2, width=0.25).state_dict()},
             path="x.pt",
         )
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 11), (16, 5)])
+def test_adaptive_avg_pool_by_slices_equals_torch(size):
+    features = torch.rand(2, 3, *size)
+    for bins in (1, 2, 3, 6):
+        expected = F.adaptive_avg_pool2d(features, bins)
+        torch.testing.assert_close(adaptive_avg_pool(features, bins), expected)
+
+
+def test_pspnet_exports_to_onnx_with_parity(tmp_path):
+    # adaptive pooling to 3x3 / 6x6 bins of an 8x8 map: the exporter's own op refuses it
+    from segmentation_models import LogitsOnly
+
+    from detseg.export import check_parity, export_onnx, ort_session
+
+    torch.manual_seed(0)
+    model = LogitsOnly(PSPNet(num_classes=3, output_stride=16)).eval()
+    images = torch.rand(1, 3, 128, 128)
+    path = export_onnx(
+        model, images, tmp_path / "psp.onnx", input_names=["images"], output_names=["logits"]
+    )
+    assert check_parity(model, ort_session(path), images) <= 1e-4
