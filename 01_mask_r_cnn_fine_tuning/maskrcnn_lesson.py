@@ -44,6 +44,7 @@ from detseg import devices  # first: on a Mac it enables the CPU fallback of MPS
 
 # isort: on
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -322,8 +323,10 @@ for name, value in result["eval"].items():
 
 # %%
 figure, axes = plt.subplots(1, 2, figsize=(14, 5))
-for axis, name in zip(axes, ("training_curves.png", "predictions.png")):
-    axis.imshow(plt.imread(OUT / "train" / name))
+# the engine's run folder (a --dry-run in smoke mode writes into train/dry-run)
+pictures = (Path(result["output_dir"]) / "training_curves.png", OUT / "train" / "predictions.png")
+for axis, picture in zip(axes, pictures):
+    axis.imshow(plt.imread(picture))
     axis.axis("off")
 plt.show()
 
