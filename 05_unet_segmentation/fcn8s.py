@@ -128,13 +128,13 @@ def load_vgg16_imagenet(model: FCN8s, state_dict: dict[str, Tensor]) -> None:
     ``state_dict`` is torchvision's ``vgg16`` state dict (``detseg.pretrained.load_state_dict(
     torchvision.models.VGG16_Weights.IMAGENET1K_V1)``).
     """
+    fc6_weight = state_dict["classifier.0.weight"]  # [4096, 25088] = [4096, 512*7*7]
+    if model.fc6.weight.shape != (fc6_weight.shape[0], 512, 7, 7):
+        raise ValueError("ImageNet VGG16 weights need FCN8s(width=1.0)")
     features = {
         k[len("features.") :]: v for k, v in state_dict.items() if k.startswith("features.")
     }
     model.features.load_state_dict(features)
-    fc6_weight = state_dict["classifier.0.weight"]  # [4096, 25088] = [4096, 512*7*7]
-    if model.fc6.weight.shape != (fc6_weight.shape[0], 512, 7, 7):
-        raise ValueError("ImageNet VGG16 weights need FCN8s(width=1.0)")
     with torch.no_grad():
         model.fc6.weight.copy_(fc6_weight.view(-1, 512, 7, 7))
         model.fc6.bias.copy_(state_dict["classifier.0.bias"])

@@ -32,6 +32,26 @@ def dilate_stage(stage: nn.Sequential, dilation: int) -> None:
                 module.padding = (dilation, dilation)
 
 
+def adaptive_avg_pool(features: Tensor, bins: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(features, bins)`` written with slices: bin ``i`` covers rows
+    ``floor(i H / b)`` to ``ceil((i + 1) H / b)`` (PyTorch's rule), so bins overlap when ``b`` does not
+    divide ``H``. The ONNX exporter refuses adaptive pooling to sizes that do not divide the input
+    (a 3x3 bin of an 8x8 map); these slices and means export for any size.
+
+    Shapes: [N, C, H, W] -> [N, C, bins, bins].
+    """
+    height, width = int(features.shape[-2]), int(features.shape[-1])
+    rows = []
+    for i in range(bins):
+        top, bottom = (i * height) // bins, -(-(i + 1) * height // bins)
+        cells = []
+        for j in range(bins):
+            left, right = (j * width) // bins, -(-(j + 1) * width // bins)
+            cells.append(features[..., top:bottom, left:right].mean(dim=(-2, -1)))  # [N, C]
+        rows.append(torch.stack(cells, dim=-1))  # [N, C, bins]
+    return torch.stack(rows, dim=-2)  # [N, C, bins, bins]
+
+
 class PyramidPooling(nn.Module):
     """Pool to ``bins`` grids, reduce each to ``in_channels // len(bins)`` channels, upsample, concat.
 
@@ -53,10 +73,14 @@ class PyramidPooling(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         size = features.shape[-2:]
-        pooled = [
-            F.interpolate(stage(features), size=size, mode="bilinear", align_corners=False)
-            for stage in self.stages
-        ]
+        exporting = torch.onnx.is_in_onnx_export()
+        pooled = []
+        for stage in self.stages:
+            pool, reduce = stage[0], stage[1:]
+            bins = adaptive_avg_pool(features, pool.output_size) if exporting else pool(features)
+            pooled.append(
+                F.interpolate(reduce(bins), size=size, mode="bilinear", align_corners=False)
+            )
         return torch.cat([features, *pooled], dim=1)
 
 
@@ -75,7 +99,8 @@ class PSPNet(nn.Module):
 
     Args:
         num_classes: output channels.
-        aux_loss: also return ``"aux"`` logits from stage 3 (weight 0.4 in the loss).
+        aux_loss: in training mode also return ``"aux"`` logits from stage 3 (weight 0.4 in the
+            loss); eval mode skips that head.
         bins: pyramid pooling grid sizes.
     Returns (forward):
         ``OrderedDict`` with ``"out"`` [N, num_classes, H, W] (and ``"aux"``), like torchvision's
@@ -83,12 +108,22 @@ class PSPNet(nn.Module):
     """
 
     def __init__(
-        self, *, num_classes: int, aux_loss: bool = True, bins: tuple[int, ...] = (1, 2, 3, 6)
+        self,
+        *,
+        num_classes: int,
+        aux_loss: bool = True,
+        bins: tuple[int, ...] = (1, 2, 3, 6),
+        output_stride: int = 8,
     ) -> None:
         super().__init__()
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         resnet = torchvision.models.resnet18(weights=None)
-        dilate_stage(resnet.layer3, 2)
-        dilate_stage(resnet.layer4, 4)
+        if output_stride == 8:
+            dilate_stage(resnet.layer3, 2)
+            dilate_stage(resnet.layer4, 4)
+        else:
+            dilate_stage(resnet.layer4, 2)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
@@ -113,6 +148,6 @@ class PSPNet(nn.Module):
         stage4 = self.layer4(stage3)  # [N, 512, H/8, W/8] (dilated)
         logits = self.head(self.ppm(stage4))
         result = OrderedDict(out=F.interpolate(logits, size=size, mode="bilinear"))
-        if self.aux is not None:
+        if self.aux is not None and self.training:  # the auxiliary loss only trains
             result["aux"] = F.interpolate(self.aux(stage3), size=size, mode="bilinear")
         return result

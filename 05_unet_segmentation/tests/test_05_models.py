@@ -7,8 +7,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from fcn8s import FCN8s, bilinear_kernel, load_vgg16_imagenet
-from pspnet import PSPNet, PyramidPooling
+from pspnet import PSPNet, PyramidPooling, adaptive_avg_pool
+from segmentation_models import build_model, count_multiply_adds, load_weights
 from unet import UNET_PAPER, UNet, center_crop, count_parameters
+
+from detseg.errors import UserError
 
 
 def test_unet_paper_configuration_sizes_and_parameters():
@@ -53,17 +56,19 @@ def test_fcn8s_full_width_is_vgg16_and_takes_imagenet_weights():
         model = FCN8s(num_classes=2, width=1.0)
         vgg = torchvision.models.vgg16(weights=None)
     model, vgg = model.to_empty(device="cpu"), vgg.to_empty(device="cpu")
-    with torch.no_grad():
-        for param in vgg.parameters():
+    with torch.no_grad():  # only what is compared below needs defined values
+        for param in [vgg.features[28].weight, *vgg.classifier[0].parameters()]:
             param.uniform_(-0.01, 0.01)
     load_vgg16_imagenet(model, vgg.state_dict())
-    torch.testing.assert_close(model.features[28].weight, vgg.features[28].weight)
-    torch.testing.assert_close(model.fc6.weight.flatten(1), vgg.classifier[0].weight)
+    assert torch.equal(model.features[28].weight, vgg.features[28].weight)
+    assert torch.equal(model.fc6.weight.flatten(1), vgg.classifier[0].weight)
     # fc6 as a 7x7 convolution on a 7x7 pool5 map == the Linear layer on the flattened map
     pool5 = torch.rand(1, 512, 7, 7)
     conv_out = F.conv2d(pool5, model.fc6.weight, model.fc6.bias)[:, :, 0, 0]
     torch.testing.assert_close(conv_out, vgg.classifier[0](pool5.flatten(1)), rtol=1e-4, atol=1e-4)
     assert 134_000_000 < count_parameters(model) < 134_400_000
+    with pytest.raises(ValueError, match="width=1.0"):
+        load_vgg16_imagenet(FCN8s(num_classes=2, width=0.125), vgg.state_dict())
 
 
 def test_pyramid_pooling_doubles_channels():
@@ -71,9 +76,76 @@ def test_pyramid_pooling_doubles_channels():
 
 
 def test_pspnet_returns_out_and_aux_at_input_size():
-    model = PSPNet(num_classes=5).eval()
-    with torch.no_grad():
-        result = model(torch.rand(1, 3, 96, 128))
+    model = PSPNet(num_classes=5)
+    result = model(torch.rand(2, 3, 96, 128))  # training mode: both heads
     assert list(result) == ["out", "aux"]
-    assert result["out"].shape == result["aux"].shape == (1, 5, 96, 128)
+    assert result["out"].shape == result["aux"].shape == (2, 5, 96, 128)
+    with torch.no_grad():
+        assert list(model.eval()(torch.rand(1, 3, 96, 128))) == ["out"]  # inference: no aux head
     model.load_backbone(torchvision.models.resnet18(weights=None).state_dict())
+
+
+def test_pspnet_output_stride_16_halves_the_feature_map():
+    with torch.device("meta"):
+        for stride, side in ((8, 16), (16, 8)):
+            model = PSPNet(num_classes=3, output_stride=stride).eval()
+            features = model.layer4(
+                model.layer3(model.layer2(model.layer1(model.stem(torch.zeros(1, 3, 128, 128)))))
+            )
+            assert features.shape[-2:] == (side, side)
+    with pytest.raises(ValueError, match="output_stride"):
+        PSPNet(num_classes=3, output_stride=32)
+
+
+def test_count_multiply_adds_by_hand():
+    # conv 3->4, 3x3 on 5x5 (padded): 5*5*4 output values x 3*3*3 multiply-adds each;
+    # transposed conv 4->2, 4x4, stride 2: each of the 4*5*5 input values meets 2*4*4 weights
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1)
+    )
+    expected = (5 * 5 * 4) * (3 * 3 * 3) + (4 * 5 * 5) * (2 * 4 * 4)
+    assert count_multiply_adds(model, (5, 5)) == expected
+    assert model.training  # restored
+
+
+def test_build_model_defaults_and_errors(tmp_path):
+    assert (
+        8_300_000 < count_parameters(build_model("fcn8s", num_classes=2)) < 8_500_000
+    )  # width 0.25
+    assert count_parameters(build_model("unet", num_classes=1, width=0.5)) == 486_553
+    with pytest.raises(UserError, match="unknown model"):
+        build_model("segformer", num_classes=2)
+    with pytest.raises(UserError, match="no pretrained weights"):
+        build_model("unet", num_classes=1, weights="pretrained")
+    with pytest.raises(UserError, match="full-width"):
+        build_model("fcn8s", num_classes=2, weights="pretrained")
+    small = build_model("unet", num_classes=1, width=0.25)
+    with pytest.raises(UserError, match="do not fit"):
+        load_weights(
+            small,
+            {"model": build_model("unet", num_classes=2, width=0.25).state_dict()},
+            path="x.pt",
+        )
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 11), (16, 5)])
+def test_adaptive_avg_pool_by_slices_equals_torch(size):
+    features = torch.rand(2, 3, *size)
+    for bins in (1, 2, 3, 6):
+        expected = F.adaptive_avg_pool2d(features, bins)
+        torch.testing.assert_close(adaptive_avg_pool(features, bins), expected)
+
+
+def test_pspnet_exports_to_onnx_with_parity(tmp_path):
+    # adaptive pooling to 3x3 / 6x6 bins of an 8x8 map: the exporter's own op refuses it
+    from segmentation_models import LogitsOnly
+
+    from detseg.export import check_parity, export_onnx, ort_session
+
+    torch.manual_seed(0)
+    model = LogitsOnly(PSPNet(num_classes=3, output_stride=16)).eval()
+    images = torch.rand(1, 3, 128, 128)
+    path = export_onnx(
+        model, images, tmp_path / "psp.onnx", input_names=["images"], output_names=["logits"]
+    )
+    assert check_parity(model, ort_session(path), images) <= 1e-4

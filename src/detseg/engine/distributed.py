@@ -222,9 +222,16 @@ def make_loader(
 
 
 def set_loader_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch(epoch)`` on the loader's sampler (or batch sampler's sampler) if it has one."""
+    """Call ``set_epoch(epoch)`` on the loader's sampler (or batch sampler's sampler) if it has one,
+    and on its dataset (or the dataset under a ``Subset``) if that has one, so that per-epoch random
+    augmentations (:class:`~detseg.data.torch_datasets.DetectionTorchDataset`) change every epoch."""
     for owner in (loader, getattr(loader, "batch_sampler", None)):
         sampler = getattr(owner, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-            return
+            break
+    dataset = getattr(loader, "dataset", None)
+    while dataset is not None and not hasattr(dataset, "set_epoch"):
+        dataset = getattr(dataset, "dataset", None)  # torch.utils.data.Subset wraps .dataset
+    if dataset is not None:
+        dataset.set_epoch(epoch)

@@ -1,0 +1,365 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Mask R-CNN explained: fine-tuning and training from scratch
+#
+# Mask R-CNN (He et al., 2017) finds every object in an image and gives each one a box, a class,
+# a score and a pixel mask. This lesson takes the model apart on pedestrian photos, piece by piece:
+# the **backbone + FPN** that turn an image into feature maps, the **RPN** that scores thousands of
+# **anchors** and keeps a few hundred proposals, **RoIAlign** that cuts a fixed-size feature patch
+# out of each proposal (written here by hand and checked against `torchvision.ops.roi_align`),
+# and the **box and mask heads**. It then shows the two ways of getting a model for your own classes:
+# **fine-tuning** a COCO-trained model by replacing its class-dependent heads (the torchvision
+# tutorial), and **training from scratch** a slim Mask R-CNN small enough for a laptop CPU.
+#
+# - **Framework**: PyTorch / torchvision (`MaskRCNN`, `AnchorGenerator`, `MultiScaleRoIAlign`).
+# - **Dataset**: the built-in `pedestrians` set, drawn on first use in the exact layout of the
+#   Penn-Fudan database (`PNGImages/`, `PedMasks/`, `Annotation/`); the real PennFudanPed is read by
+#   the same reader (`python train.py --data pennfudan`).
+# - **Run time** (measured with `python -m detseg.notebooks build --execute`): CPU TIME_CPU
+#   (most of it the short training in section 7); seconds in smoke mode.
+
+# %% [markdown]
+# ## Setup
+#
+# The lesson's own modules sit next to this notebook: `models_maskrcnn` (the model builders),
+# `maskrcnn_data` (where images come from), `maskrcnn_eval` (COCO evaluation) and the scripts.
+# In smoke mode (`DETSEG_SMOKE=1`, used by the tests) the data has 16 images and training runs one
+# step.
+
+# %%
+# isort: off
+from detseg import devices  # first: on a Mac it enables the CPU fallback of MPS before torch loads
+
+# isort: on
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torchvision
+from maskrcnn_data import load_splits, torch_datasets
+from models_maskrcnn import build_model, count_parameters, replace_heads
+from torchvision.models.detection._utils import Matcher
+from torchvision.ops import box_iou, roi_align
+
+from detseg import settings
+from detseg.data.imageio import read_label_png
+from detseg.viz import draw_detections, image_grid
+
+NOTEBOOK_START = time.perf_counter()
+torch.manual_seed(0)
+OUT = settings.runs_root() / "01_mask_r_cnn_fine_tuning" / "lesson"
+OUT.mkdir(parents=True, exist_ok=True)
+print(f"torch {torch.__version__} | torchvision {torchvision.__version__} | out: {OUT}")
+print("device for training:", devices.describe_device(devices.select_device("auto")))
+
+# %% [markdown]
+# ## 1. The data: Penn-Fudan's layout
+#
+# Penn-Fudan stores one PNG per image and one *instance-id* PNG per image: pixel value 0 is the
+# background, 1 the first pedestrian, 2 the second, and so on. The reader
+# (`detseg.data.formats.pennfudan`) turns each id into a binary mask and the mask's extent into a
+# box, exactly as the torchvision tutorial's `Dataset` does. `load_splits` holds out 20 % of the
+# images for validation.
+
+# %%
+splits = load_splits("pedestrians")
+record = splits.train.records[0]
+id_map = read_label_png(record.extra["mask_file"])
+print(f"{len(splits.train)} train / {len(splits.val)} val images, classes {splits.classes}")
+print("instance ids in", record.extra["mask_file"].split("/")[-1], "->", np.unique(id_map))
+print("boxes (xyxy pixels):\n", record.boxes)
+
+# %% [markdown]
+# `torch_datasets` wraps the records for torchvision: a float image `[3, H, W]` in [0, 1] and a
+# target with `boxes`, `labels` (1 = person; 0 is reserved for the background) and `masks`
+# `[N, H, W]`. Here are a few training images with their ground truth.
+
+# %%
+train_set, val_set = torch_datasets(splits, hflip=False)
+pictures = []
+for index in range(4):
+    image, target = train_set[index]
+    pictures.append(
+        draw_detections(
+            image.permute(1, 2, 0).numpy(),
+            target["boxes"],
+            target["labels"] - 1,
+            masks=target["masks"].numpy().astype(bool),
+            class_names=splits.classes,
+        )
+    )
+plt.figure(figsize=(12, 4))
+plt.imshow(image_grid(pictures, ncols=4))
+plt.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## 2. The model at a glance
+#
+# torchvision's `MaskRCNN` is five parts called in order: `transform` (resize and normalise),
+# `backbone` (ResNet + FPN), `rpn` (anchors -> proposals), `roi_heads` (RoIAlign + box head + mask
+# head) and, at inference, the post-processing inside `roi_heads` and `transform` (NMS, masks pasted
+# back into the image). Below, parameters per part for the tutorial's ResNet-50 model (built on the
+# `meta` device: shapes only, no memory) and for the slim model this lesson trains from scratch.
+
+# %%
+with torch.device("meta"):
+    big = build_model("maskrcnn_resnet50_fpn", num_classes=2, weights="none")
+slim = build_model("maskrcnn_slim", num_classes=2)
+for name, model in (("maskrcnn_resnet50_fpn", big), ("maskrcnn_slim", slim)):
+    parts = {part: count_parameters(getattr(model, part)) / 1e6 for part in ("backbone", "rpn")}
+    parts["roi_heads"] = count_parameters(model.roi_heads) / 1e6
+    print(f"{name:<22} " + "  ".join(f"{k} {v:5.2f} M" for k, v in parts.items()))
+
+# %% [markdown]
+# ## 3. Backbone + FPN
+#
+# A ResNet shrinks the image stage by stage (strides 4, 8, 16, 32) while its features get more
+# abstract. The Feature Pyramid Network (Lin et al., 2017) adds a top-down path so that every level
+# gets the deep features, upsampled, plus its own sharper ones through a lateral 1x1 convolution.
+# Small objects are then found on the fine levels, large ones on the coarse levels, all with the
+# same number of channels. The slim model feeds stages 2-4 (strides 8, 16, 32) to a 64-channel FPN;
+# `pool` is a max-pooled extra level (stride 64) that only the RPN uses.
+
+# %%
+slim.eval()
+image, target = val_set[0]
+with torch.no_grad():
+    images, _ = slim.transform([image])  # resized, normalised, padded to a multiple of 32
+    features = slim.backbone(images.tensors)
+print("input batch", tuple(images.tensors.shape))
+for level, feature in features.items():
+    stride = images.tensors.shape[-1] / feature.shape[-1]
+    print(f"level {level:>4}: {tuple(feature.shape)}  stride {stride:.0f}")
+
+# %% [markdown]
+# ## 4. Anchors and the Region Proposal Network
+#
+# An *anchor* is a reference box placed at every cell of every FPN level, in a few sizes and
+# aspect ratios (height / width). The RPN is a small convolution that predicts, for each anchor,
+# an objectness score and four box deltas; the best few hundred boxes after NMS are the
+# *proposals*. We write the anchors of one level by hand and compare them with torchvision's
+# `AnchorGenerator` (note its convention: anchors are centred on the cell's top-left corner,
+# `x * stride`, not on the cell centre).
+
+
+# %%
+def anchors_by_hand(grid_h: int, grid_w: int, stride: int, sizes, ratios) -> torch.Tensor:
+    """Anchors [grid_h * grid_w * len(ratios) * len(sizes), 4] xyxy, location-major."""
+    sizes, ratios = torch.tensor(sizes, dtype=torch.float32), torch.tensor(ratios)
+    heights = (torch.sqrt(ratios)[:, None] * sizes[None, :]).reshape(-1)
+    widths = (1 / torch.sqrt(ratios)[:, None] * sizes[None, :]).reshape(-1)
+    base = (torch.stack([-widths, -heights, widths, heights], dim=1) / 2).round()  # [A, 4]
+    ys, xs = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    centres = torch.stack([xs, ys, xs, ys], dim=-1).reshape(-1, 1, 4) * stride  # [HW, 1, 4]
+    return (centres + base[None]).reshape(-1, 4)
+
+
+generator = slim.rpn.anchor_generator
+all_anchors = generator(images, list(features.values()))[0]  # every level, concatenated
+level0 = features["0"]
+mine = anchors_by_hand(*level0.shape[-2:], 8, generator.sizes[0], generator.aspect_ratios[0])
+torch.testing.assert_close(mine, all_anchors[: len(mine)])
+print(f"{len(all_anchors)} anchors on {len(features)} levels; level 0 equals torchvision's")
+
+# %% [markdown]
+# During training each anchor gets a label by its best IoU with a ground-truth box: >= 0.7 is
+# positive, < 0.3 negative, in between ignored, and each object also claims its best anchor even
+# below 0.7 (`allow_low_quality_matches`). The RPN's loss samples 256 of them per image, at most
+# half positive. Drawn below: the positive anchors of one validation image, in the resized frame.
+
+# %%
+scale = images.image_sizes[0][0] / image.shape[1]
+gt_boxes = target["boxes"] * scale
+matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
+matched = matcher(box_iou(gt_boxes, all_anchors))  # [num_anchors]: object index, -1 or -2
+positive = all_anchors[matched >= 0]
+print(f"{len(positive)} positive anchors for {len(gt_boxes)} objects")
+resized = torch.nn.functional.interpolate(image[None], size=images.image_sizes[0])[0]
+plt.figure(figsize=(5, 4))
+plt.imshow(draw_detections(resized.permute(1, 2, 0).numpy(), positive, thickness=1))
+plt.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## 5. RoIAlign, by hand
+#
+# The heads need a fixed-size input per proposal whatever its size. RoIAlign (Mask R-CNN's fix of
+# RoIPool) divides the box into `output_size x output_size` bins and averages
+# `sampling_ratio x sampling_ratio` bilinearly interpolated samples per bin, without rounding
+# any coordinate. torchvision's `MultiScaleRoIAlign` first picks the FPN level by the box size
+# (level = 4 + log2(sqrt(area) / 224), clamped). Below, the computation for one box on one map,
+# checked against `torchvision.ops.roi_align` with the settings Mask R-CNN uses
+# (`sampling_ratio=2`, `aligned=False`).
+
+
+# %%
+def bilinear(feature: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sample feature [C, H, W] at float points (y, x) [P] -> [C, P]; zero outside the map."""
+    height, width = feature.shape[-2:]
+    outside = (y < -1) | (y > height) | (x < -1) | (x > width)
+    y, x = y.clamp(min=0), x.clamp(min=0)
+    y0, x0 = y.floor().long().clamp(max=height - 1), x.floor().long().clamp(max=width - 1)
+    y1, x1 = (y0 + 1).clamp(max=height - 1), (x0 + 1).clamp(max=width - 1)
+    y = torch.where(y0 >= height - 1, y0.float(), y)  # at the last row / column: no blend
+    x = torch.where(x0 >= width - 1, x0.float(), x)
+    dy, dx = y - y0, x - x0
+    value = (
+        feature[:, y0, x0] * (1 - dy) * (1 - dx)
+        + feature[:, y0, x1] * (1 - dy) * dx
+        + feature[:, y1, x0] * dy * (1 - dx)
+        + feature[:, y1, x1] * dy * dx
+    )
+    return torch.where(outside, torch.zeros_like(value), value)
+
+
+def roi_align_by_hand(feature, box, output_size: int, spatial_scale: float, sampling_ratio: int):
+    """RoIAlign of one xyxy box (input pixels) on feature [C, H, W] -> [C, out, out]."""
+    x_start, y_start, x_end, y_end = (box * spatial_scale).tolist()
+    bin_h = max(y_end - y_start, 1.0) / output_size
+    bin_w = max(x_end - x_start, 1.0) / output_size
+    offsets = (torch.arange(sampling_ratio) + 0.5) / sampling_ratio  # inside one bin
+    ys = y_start + (torch.arange(output_size)[:, None] + offsets[None, :]).reshape(-1) * bin_h
+    xs = x_start + (torch.arange(output_size)[:, None] + offsets[None, :]).reshape(-1) * bin_w
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # [out*s, out*s]
+    samples = bilinear(feature, grid_y.reshape(-1), grid_x.reshape(-1))
+    samples = samples.reshape(-1, output_size, sampling_ratio, output_size, sampling_ratio)
+    return samples.mean(dim=(2, 4))
+
+
+feature_map = features["0"][0]  # stride 8
+box = gt_boxes[0]
+ours = roi_align_by_hand(feature_map, box, 7, 1 / 8, 2)
+theirs = roi_align(feature_map[None], [box[None]], 7, spatial_scale=1 / 8, sampling_ratio=2)[0]
+torch.testing.assert_close(ours, theirs)
+print("RoIAlign by hand == torchvision.ops.roi_align:", tuple(ours.shape))
+
+# %% [markdown]
+# ## 6. The box and mask heads
+#
+# The box head maps each 7 x 7 RoI feature to a vector (two 3x3 convolutions and a fully connected
+# layer in the slim model, two fully connected layers of 1024 in the ResNet-50 model); the box
+# *predictor* turns it into class scores `[R, C]` and class-specific box deltas `[R, 4C]`. The mask
+# head works on 14 x 14 RoI features with 3x3 convolutions, and the mask predictor upsamples to
+# 28 x 28 logits, one mask per class. Its training target is the ground-truth mask cut out of the
+# proposal box with the same RoIAlign and resized to 28 x 28, what torchvision's
+# `project_masks_on_boxes` does.
+
+# %%
+masks = target["masks"][:1].float()[:, None]  # [1, 1, H, W]
+proposal = target["boxes"][:1] + torch.tensor([[-6.0, -4.0, 5.0, 8.0]])  # a slightly wrong box
+mask_target = roi_align(masks, [proposal], 28, spatial_scale=1.0)[0, 0]  # [28, 28] in [0, 1]
+head_out = slim.roi_heads.box_head(torch.zeros(5, 64, 7, 7))
+scores, deltas = slim.roi_heads.box_predictor(head_out)
+print(
+    "box head",
+    tuple(head_out.shape),
+    "-> scores",
+    tuple(scores.shape),
+    "deltas",
+    tuple(deltas.shape),
+)
+plt.figure(figsize=(3, 3))
+plt.imshow(mask_target, cmap="gray")
+plt.title("28 x 28 mask target")
+plt.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## 7. Fine-tuning vs training from scratch
+#
+# **Fine-tuning** (the torchvision tutorial) starts from the detector trained on COCO's 80 classes
+# and replaces only the layers whose shape depends on the number of classes: the box predictor and
+# the mask predictor. Everything that learned to see (backbone, FPN, RPN, box-head MLP, mask-head
+# convolutions) keeps its weights, so a few hundred images and a few epochs suffice. Here is how much
+# of the ResNet-50 model starts over:
+
+# %%
+with torch.device("meta"):
+    coco_model = build_model("maskrcnn_resnet50_fpn", num_classes=91, weights="none")
+    total = count_parameters(coco_model)
+    replace_heads(coco_model, num_classes=2)
+new = count_parameters(coco_model.roi_heads.box_predictor)
+new += count_parameters(coco_model.roi_heads.mask_predictor)
+print(f"new: {new / 1e6:.2f} M of {total / 1e6:.1f} M parameters ({100 * new / total:.1f} %)")
+print(coco_model.roi_heads.box_predictor)
+
+# %% [markdown]
+# With the COCO file (170 MB, fetched once into torch's cache, SHA-256 checked) the same script
+# fine-tunes it: `python train.py --model maskrcnn_resnet50_fpn --weights coco --image-size 512 800`.
+# On a CPU that is about ten seconds per step, which is why the seed tutorial called it "extremely
+# slow on machines without a proper CUDA". **Training from scratch** needs no download and is
+# what runs here: the slim model (ResNet-18 FPN with 64 channels, heads a quarter of the size,
+# 256 px images, fewer proposals) learns the pedestrians in minutes on two cores. The run below uses
+# the lesson's quick path (`tour.py`): a few epochs only; the README gives the longer run.
+
+# %%
+from tour import QUICK_ARGS, SMOKE_ARGS  # noqa: E402
+from train import main as train_main  # noqa: E402
+
+argv = [*QUICK_ARGS, "--output-dir", str(OUT / "train")]
+result = train_main(argv + (SMOKE_ARGS if settings.smoke_mode() else []))
+print(f"trained in {result['train_time_s']:.0f} s")
+for name, value in result["eval"].items():
+    print(f"{name:<12} {value:.3f}")
+
+# %% [markdown]
+# The engine wrote checkpoints, `metrics.json` and the training curves; `train.py` also drew its
+# predictions on validation images (masks, boxes, class and score above 0.5).
+
+# %%
+figure, axes = plt.subplots(1, 2, figsize=(14, 5))
+# the engine's run folder (a --dry-run in smoke mode writes into train/dry-run)
+pictures = (Path(result["output_dir"]) / "training_curves.png", OUT / "train" / "predictions.png")
+for axis, picture in zip(axes, pictures):
+    axis.imshow(plt.imread(picture))
+    axis.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## 8. Reading the COCO numbers
+#
+# `bbox_AP50` is the area under the precision-recall curve when a detection counts as correct at
+# IoU >= 0.5 with an unmatched ground-truth box; `bbox_AP` averages that over IoU thresholds
+# 0.50, 0.55, ..., 0.95, so it rewards tight boxes. `segm_*` are the same with mask IoU instead of
+# box IoU. They come from `detseg.metrics.evaluate_coco`, which gives pycocotools' numbers
+# (the folder's tests check it on this model's predictions). Export to ONNX and the comparison with
+# the eager model are in `export.py`.
+
+# %%
+print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.0f} s")
+
+# %% [markdown]
+# ## Summary
+#
+# - Mask R-CNN = backbone + FPN (features at several strides), RPN (anchor scores and deltas ->
+#   proposals), RoIAlign (fixed-size patches without rounding), box head (class + refined box) and
+#   mask head (a 28 x 28 mask per class), all trained together with five losses.
+# - Fine-tuning replaces only the class-dependent predictors of a COCO model; training from scratch
+#   is possible on a CPU when the model, the images and the number of proposals are small.
+#
+# ## Exercises
+#
+# 1. Train with `--slim "aspect_ratios=[0.5,1.0,2.0]"` (COCO's ratios) instead of the tall
+#    ratios chosen for pedestrians. How do the number of positive anchors (section 4) and the
+#    final `bbox_AP` change?
+# 2. Replace `roi_align` by `torchvision.ops.roi_pool` in section 6's mask target and compare the
+#    two 28 x 28 targets: where does the quantisation show?
+# 3. Train on the multi-class built-in data (`python train.py --data shapes`) and read the per-class
+#    AP with `detseg.metrics.evaluate_coco(...).per_class_ap`.
+# 4. With internet access, fine-tune `maskrcnn_mobilenet_v3_fpn --weights coco` on the real
+#    PennFudanPed (`--data pennfudan`) and compare its speed and AP with the slim model.

@@ -1,0 +1,185 @@
+"""The lesson end to end on tiny built-in data: learning, train / predict / export main(), the
+evaluator against pycocotools on this model's predictions, ONNX parity, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+
+import export
+import numpy as np
+import predict
+import pytest
+import torch
+import train
+from maskrcnn_data import load_splits, torch_datasets
+from maskrcnn_eval import evaluate_outputs, label_to_category, predict_batches, predictions_to_coco
+from models_maskrcnn import build_model, load_trained
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detseg.data.formats import coco
+from detseg.data.torch_datasets import detection_collate
+from detseg.errors import run_cli
+from detseg.metrics import STAT_NAMES, evaluate_coco
+
+# a small slim model at 128 px keeps every step well under a second on a CPU
+TINY = ["--slim", "fpn_channels=32", "--slim", "mask_layers=[32]", "--image-size", "128", "192"]
+TINY += ["--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Data and runs in tmp, smoke mode (16 built-in images), for the whole module."""
+    root = tmp_path_factory.mktemp("ex01")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETSEG_DATA", str(root / "data"))
+        patch.setenv("DETSEG_RUNS", str(root / "runs"))
+        patch.setenv("DETSEG_SMOKE", "1")
+        yield root
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """Two short epochs on built-in pedestrians: the 'trained-ish' model the other tests use."""
+    out = workdir / "train"
+    argv = [*TINY, "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--warmup-iters", "2"]
+    result = train.main([*argv, "--output-dir", str(out), "--lr-steps", "5"])
+    return out, result
+
+
+def test_loss_falls_on_a_tiny_set(workdir):
+    torch.manual_seed(0)
+    splits = load_splits("pedestrians")
+    dataset, _ = torch_datasets(splits, hflip=False)
+    images, targets = detection_collate([dataset[i] for i in range(2)])
+    model = build_model(
+        "maskrcnn_slim", num_classes=2, image_size=(128, 192), slim={"fpn_channels": 32}
+    ).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(12):
+        loss = sum(model(list(images), list(targets)).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses
+
+
+def test_train_main_returns_the_metrics_it_wrote(trained):
+    out, result = trained
+    assert [entry["epoch"] for entry in result["history"]] == [1, 2]
+    for name in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"):
+        assert 0.0 <= result["eval"][name] <= 1.0
+    assert result["final"]["eval/bbox_AP50"] == result["eval"]["bbox_AP50"]
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert (out / "metrics.json").is_file() and (out / "predictions.png").is_file()
+    model, config = load_trained(out / "last.pt")
+    assert config["model"] == "maskrcnn_slim" and config["classes"] == ["person"]
+    assert model.backbone.out_channels == 32 and model.transform.min_size == (128,)
+
+
+def test_train_on_multiclass_coco_json_dry_run(workdir):
+    result = train.main(
+        [*TINY, "--data", "shapes", "--dry-run", "--output-dir", str(workdir / "s")]
+    )
+    # --dry-run writes into <output-dir>/dry-run so it never overwrites a real run
+    config = result["history"] and load_trained(workdir / "s" / "dry-run" / "last.pt")[1]
+    assert config["num_classes"] == len(config["classes"]) + 1 > 2
+    assert result["history"][0]["steps"] == 1
+    assert {"bbox_AP50", "segm_AP50"} <= set(result["eval"])
+
+
+def test_resume_continues_the_run(trained, workdir):
+    out, _ = trained
+    copy = workdir / "resumed"
+    shutil.copytree(out, copy)
+    argv = [*TINY, "--epochs", "3", "--batch-size", "4", "--lr", "0.01", "--warmup-iters", "2"]
+    result = train.main([*argv, "--output-dir", str(copy), "--lr-steps", "5", "--resume"])
+    assert [entry["epoch"] for entry in result["history"]] == [1, 2, 3]
+
+
+def test_evaluator_equals_pycocotools_on_this_models_predictions(trained):
+    out, _ = trained
+    model, _ = load_trained(out / "last.pt")
+    model.roi_heads.score_thresh = 0.0  # keep every candidate: many detections, a real ranking
+    splits = load_splits("pedestrians")
+    dataset = splits.train  # more images and objects than the 3 validation ones
+    loader = torch.utils.data.DataLoader(
+        torch_datasets(splits, hflip=False)[0], batch_size=4, collate_fn=detection_collate
+    )
+    outputs, image_ids = predict_batches(model, loader, "cpu")
+    results = predictions_to_coco(outputs, image_ids, label_to_category(dataset))
+    assert len(results) > 100
+    gt = coco.to_dict(dataset)
+    for iou_type in ("bbox", "segm"):
+        ours = evaluate_coco(gt, results, iou_type).stats
+        with contextlib.redirect_stdout(io.StringIO()):
+            reference = COCO()
+            reference.dataset = gt
+            reference.createIndex()
+            evaluator = COCOeval(reference, reference.loadRes(results), iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        np.testing.assert_allclose([ours[n] for n in STAT_NAMES], evaluator.stats, atol=1e-9)
+    assert evaluate_outputs(outputs, image_ids, dataset)["bbox_AP"] == pytest.approx(
+        evaluate_coco(gt, results, "bbox").stats["AP"]
+    )
+
+
+def test_predict_main_on_an_image_and_a_video(trained, workdir):
+    out, _ = trained
+    images = load_splits("pedestrians").val
+    image_path = images.image_path(images.records[0])
+    result = predict.main(
+        ["--weights", str(out / "last.pt"), "--source", str(image_path), "--device", "cpu"]
+        + ["--output-dir", str(workdir / "pred"), "--score-threshold", "0.0"]
+    )
+    assert result["images"] == 1 and result["detections"] > 0
+    assert (workdir / "pred" / f"{image_path.stem}.png").is_file()
+    assert (workdir / "pred" / "detections.json").is_file()
+    video = predict.main(
+        ["--weights", str(out / "last.pt"), "--source", "synthetic", "--dry-run"]
+        + ["--output-dir", str(workdir / "pred"), "--device", "cpu"]
+    )
+    assert video["images"] == 1 and video["outputs"][0].endswith((".mp4", ".avi"))
+
+
+def test_export_onnx_matches_eager(trained, workdir, monkeypatch):
+    out, _ = trained
+
+    def keep_all_candidates(*args, **kwargs):  # a barely trained model scores most boxes < 0.05
+        model, config = load_trained(*args, **kwargs)
+        model.roi_heads.score_thresh = 0.0
+        return model, config
+
+    monkeypatch.setattr(export, "load_trained", keep_all_candidates)
+    result = export.main(
+        ["--weights", str(out / "last.pt"), "--output-dir", str(workdir / "onnx"), "--dry-run"]
+    )
+    assert result["images"] == 1 and result["detections_eager"] > 0
+    assert result["matched"] == result["detections_eager"] == result["detections_onnx"]
+    assert result["max_box_err"] < 1e-2  # pixels
+    assert result["max_score_err"] < 1e-4
+    assert result["max_mask_err"] < 1e-3
+    assert result["eager_ms"] > 0 and result["ort_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "expected"),
+    [
+        (train, ["--data-path", "no/such/folder"], "--data-path: no such file or folder"),
+        (train, ["--weights", "coco", "--dry-run"], "maskrcnn_slim has no COCO weights"),
+        (train, ["--slim", "fpn_chanels=3", "--dry-run"], "unknown slim model options"),
+        (train, ["--epochs", "0"], "--epochs must be a positive integer"),
+        (predict, ["--source", "x.png", "--weights", "no/such.pt"], "checkpoint not found"),
+        (export, ["--weights", "no/such.pt"], "checkpoint not found"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(workdir, capsys, script, argv, expected):
+    assert run_cli(script.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and "\n" not in err

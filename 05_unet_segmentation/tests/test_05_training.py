@@ -1,0 +1,164 @@
+"""Losses, evaluation, threshold sweep and data preparation by hand; then a tiny run that learns."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from seg_training import (
+    IGNORE_INDEX,
+    TASKS,
+    evaluate,
+    fit,
+    make_datasets,
+    prepare,
+    segmentation_loss,
+    soft_dice_loss,
+    threshold_sweep,
+)
+from segmentation_models import build_model
+from torch import nn
+
+from detseg.data import recipes
+from detseg.engine.checkpoint import load_checkpoint
+
+
+def _logits(probabilities: list[list[float]]) -> torch.Tensor:
+    """[N, 1, 1, W] logits whose sigmoid is the given probabilities."""
+    probs = torch.tensor(probabilities).clamp(1e-6, 1 - 1e-6)
+    return torch.logit(probs)[:, None, None, :]
+
+
+def test_soft_dice_by_hand():
+    # prediction [1, 0, 1, 0] vs truth [1, 1, 0, 0]: 2*1 + 1 over (2 + 2 + 1) -> Dice 0.6
+    loss = soft_dice_loss(_logits([[1, 0, 1, 0]]), torch.tensor([[[1, 1, 0, 0]]]))
+    assert loss.item() == pytest.approx(0.4, abs=1e-4)
+    perfect = soft_dice_loss(_logits([[1, 1, 0, 0]]), torch.tensor([[[1, 1, 0, 0]]]))
+    assert perfect.item() == pytest.approx(0.0, abs=1e-4)
+    # ignoring the two wrong pixels leaves a perfect match
+    valid = torch.tensor([[[True, False, False, True]]])
+    ignored = soft_dice_loss(_logits([[1, 0, 1, 0]]), torch.tensor([[[1, 1, 0, 0]]]), valid)
+    assert ignored.item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_batch_dice_is_not_dominated_by_empty_masks():
+    # an empty mask predicted almost empty: per-image Dice would be ~0 (loss ~1), batch Dice is fine
+    logits = _logits([[1, 1, 0, 0], [0.01, 0.01, 0.01, 0.01]])
+    target = torch.tensor([[[1, 1, 0, 0]], [[0, 0, 0, 0]]])
+    assert soft_dice_loss(logits, target).item() < 0.05
+
+
+def test_binary_loss_skips_ignored_pixels():
+    logits = torch.tensor([[[[2.0, -1.0, 0.5, 3.0]]]])
+    target = torch.tensor([[[1, 0, IGNORE_INDEX, 0]]])
+    losses = segmentation_loss(logits, target, binary=True)
+    expected = F.binary_cross_entropy_with_logits(
+        torch.tensor([2.0, -1.0, 3.0]), torch.tensor([1.0, 0.0, 0.0])
+    )
+    torch.testing.assert_close(losses["bce"], expected)
+    assert set(losses) == {"bce", "dice"}
+
+
+def test_multiclass_loss_adds_weighted_aux():
+    torch.manual_seed(0)
+    out, aux = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[0, 0, 0] = IGNORE_INDEX
+    losses = segmentation_loss({"out": out, "aux": aux}, target, binary=False)
+    torch.testing.assert_close(losses["ce"], F.cross_entropy(out, target, ignore_index=255))
+    torch.testing.assert_close(losses["aux"], 0.4 * F.cross_entropy(aux, target, ignore_index=255))
+
+
+class FixedLogits(nn.Module):
+    """A 'model' that returns the logits stored for each image (looked up by its first pixel)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits[images[:, 0, 0, 0].long()]
+
+
+def test_evaluate_and_threshold_sweep_agree_with_hand_counts():
+    probs = torch.tensor([[0.9, 0.6, 0.4, 0.2], [0.7, 0.3, 0.8, 0.1]])  # [2 images, 4 pixels]
+    masks = torch.tensor([[1, 1, 0, IGNORE_INDEX], [0, 1, 1, 0]])
+    model = FixedLogits(torch.logit(probs)[:, None, None, :])
+    images = torch.zeros(2, 3, 1, 4)
+    images[1] = 1  # image index encoded in the first pixel
+    loader = [(images, masks[:, None, :])]
+    # at 0.5: predicted salt = {0,1} in image 0, {0,2} in image 1; truth {0,1}, {1,2}
+    # salt: intersection 3, union 5 -> 0.6; sediment (valid pixels only): intersection 2, union 4
+    metrics = evaluate(model, loader, torch.device("cpu"), class_names=["sed", "salt"], binary=True)
+    assert metrics["iou_salt"] == pytest.approx(0.6)
+    assert metrics["iou_sed"] == pytest.approx(0.5)
+    assert metrics["pixel_accuracy"] == pytest.approx(5 / 7)
+    sweep = threshold_sweep(model, loader, torch.device("cpu"), np.array([0.5, 0.75, 0.95]))
+    assert sweep[0.5] == pytest.approx(metrics["iou_salt"])
+    assert sweep[0.75] == pytest.approx(0.5)  # predicted {0} and {2}: 2 hits, union 4
+    assert sweep[0.95] == pytest.approx(0.0)  # nothing predicted
+
+
+def test_prepare_resizes_caches_and_limits():
+    dataset = recipes.load("street", split="val")
+    calls = []
+
+    def counting_loader(root, record):
+        calls.append(record.file_name)
+        return dataset.loader(root, record)
+
+    counted = dataclasses.replace(dataset, loader=counting_loader)
+    prepared = prepare(counted, image_size=(64, 32), cache=True, num_images=2)
+    assert len(prepared) == 2
+    image, mask = prepared.load(prepared.records[0])
+    assert image.shape == (64, 32, 3) and mask.shape == (64, 32) and mask.dtype == np.int64
+    _, full_mask = dataset.load(dataset.records[0])
+    assert set(np.unique(mask)) <= set(np.unique(full_mask))  # nearest: no blended labels
+    again_image, again_mask = prepared.load(prepared.records[0])
+    np.testing.assert_array_equal(again_image, image)
+    np.testing.assert_array_equal(again_mask, mask)
+    assert calls == [dataset.records[0].file_name]  # decoded once
+
+
+def test_held_out_split_is_disjoint():
+    train, val, source = make_datasets(TASKS["salt"], val_fraction=0.25)
+    assert len(train) + len(val) == len(source) == recipes.SMOKE_IMAGES
+    assert not set(train.indices) & set(val.indices) and len(val) == 4
+    image, mask = train[0]
+    assert image.shape == (3, 101, 101) and mask.shape == (101, 101)
+
+
+def _tiny_run(tmp_path, name, num_images=None, **kwargs):
+    torch.manual_seed(0)
+    train, val, source = make_datasets(TASKS["salt"], val_fraction=0.25, num_images=num_images)
+    model = build_model("unet", num_classes=1, width=0.5)
+    result = fit(
+        model, train, train, task=TASKS["salt"], classes=source.classes,
+        device=torch.device("cpu"), batch_size=2, lr=1e-2, output_dir=tmp_path / name,
+        progress=False, **kwargs,
+    )  # fmt: skip
+    return model, result
+
+
+def test_learning_loss_falls_and_iou_rises(tmp_path):
+    # 12 salt images, 60 steps: measured with seed 0 loss x0.60, IoU 0.00 -> 0.85 (same images);
+    # seeds 1 and 2 gave x0.69 / 0.24 -> 0.50 and x0.67 / 0.00 -> 0.83: the bounds hold for all three
+    _, result = _tiny_run(tmp_path, "learn", epochs=10)
+    first, last = result["history"][0], result["history"][-1]
+    assert last["train"]["loss"] < 0.8 * first["train"]["loss"]
+    assert last["eval"]["iou_salt"] > first["eval"]["iou_salt"] + 0.2
+    assert last["eval"]["iou_salt"] > 0.4
+
+
+def test_time_budget_stops_early_and_resumes_exactly(tmp_path):
+    whole, _ = _tiny_run(tmp_path, "whole", 6, epochs=2)
+    stopped, result = _tiny_run(tmp_path, "budget", 6, epochs=2, time_budget_min=1e-4)
+    assert result["stopped_early"] and len(result["history"]) == 1
+    assert load_checkpoint(tmp_path / "budget" / "last.pt")["epoch"] == 1
+    resumed, result = _tiny_run(tmp_path, "budget", 6, epochs=2, time_budget_min=60, resume=True)
+    assert len(result["history"]) == 2 and "stopped_early" not in result
+    for mine, theirs in zip(resumed.state_dict().values(), whole.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
