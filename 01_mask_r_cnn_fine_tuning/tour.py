@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,9 @@ SMOKE_ARGS = ["--epochs", "1", "--dry-run"]
 
 def run(out_dir: Path) -> dict[str, Any]:
     """Train, evaluate and draw into ``out_dir``; returns metrics and ``pictures``."""
-    if str(FOLDER) not in sys.path:
-        sys.path.insert(0, str(FOLDER))
-    from train import main as train_main
+    from detseg.scripts import load_script
+
+    train_main = load_script(FOLDER, "train").main  # by path: every example has a train.py
 
     argv = [*QUICK_ARGS, "--output-dir", str(out_dir)]
     if settings.smoke_mode():

@@ -6,18 +6,22 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from pathlib import Path
 
-import export
 import numpy as np
-import predict
 import pytest
 import torch
-import train
 from maskrcnn_data import load_splits, torch_datasets
 from maskrcnn_eval import evaluate_outputs, label_to_category, predict_batches, predictions_to_coco
 from models_maskrcnn import build_model, load_trained
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from detseg.scripts import load_script
+
+FOLDER = Path(__file__).resolve().parents[1]
+# every example folder has a train.py: load these by path under unique names
+train, predict, export = (load_script(FOLDER, name) for name in ("train", "predict", "export"))
 
 from detseg.data.formats import coco
 from detseg.data.torch_datasets import detection_collate
