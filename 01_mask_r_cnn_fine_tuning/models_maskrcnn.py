@@ -52,7 +52,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from detseg import pretrained
-from detseg.engine import load_checkpoint, model_state
+from detseg.engine import load_checkpoint, load_model_state, model_state
 from detseg.errors import UserError
 
 WEIGHT_KEYWORDS = ("coco", "none")
@@ -96,17 +96,14 @@ def _ensure_cached(weights: Any) -> None:
 
 def _load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a ``train.py`` checkpoint or a bare state_dict into ``model`` (strict)."""
-    state = model_state(load_checkpoint(path))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise UserError(
-            f"--weights does not fit this model ({first[1].strip() if len(first) > 1 else first[0]})",
-            path=path,
-            fix="pass the --model and number of classes the file was trained with, or use --weights "
-            "coco / none",
-        ) from err
+    load_model_state(
+        model,
+        model_state(load_checkpoint(path)),
+        what="--weights",
+        path=path,
+        fix="pass the --model and number of classes the file was trained with, or use --weights "
+        "coco / none",
+    )
     return model
 
 
@@ -308,11 +305,11 @@ def load_trained(path: str | Path, *, device: torch.device | str = "cpu") -> tup
         image_size=config.get("image_size"),
         slim=config.get("slim") if config["model"] == "maskrcnn_slim" else None,
     )
-    state = model_state(checkpoint)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise UserError(
-            "checkpoint weights do not fit the model its config names", path=path, fix="retrain"
-        ) from err
+    load_model_state(
+        model,
+        model_state(checkpoint),
+        what="the checkpoint's weights",
+        path=path,
+        fix="the file was changed after training: retrain, or pass another checkpoint",
+    )
     return model.to(device).eval(), config

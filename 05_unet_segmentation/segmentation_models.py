@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.models import segmentation as tv_seg
 from unet import UNET_PAPER, UNet, count_parameters  # noqa: F401  (re-exported)
 
-from detseg.engine.checkpoint import load_checkpoint, model_state
+from detseg.engine.checkpoint import load_checkpoint, load_model_state, model_state
 from detseg.errors import UserError
 from detseg.pretrained import load_state_dict
 
@@ -84,10 +84,17 @@ def _torchvision_builder(name: str, weights_enum: Any) -> Callable[..., nn.Modul
     def build(*, num_classes: int, width: float = 1.0, weights: str = "none") -> nn.Module:
         if weights == "none":
             return builder(weights=None, weights_backbone=None, num_classes=num_classes)
-        # pretrained: 21 COCO-with-VOC classes; load them, then replace the last layer(s)
-        model = builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=None)
+        # pretrained: 21 COCO-with-VOC classes; load them, then replace the last layer(s). FCN and
+        # DeepLabV3 were published with an auxiliary head (trained with it, as torchvision does)
         state = load_state_dict(weights_enum)
-        model.load_state_dict(state, strict=False)
+        aux = any(key.startswith("aux_classifier.") for key in state)
+        model = builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=aux or None)
+        load_model_state(
+            model,
+            state,
+            what=f"the pretrained weights {weights_enum}",
+            fix="delete the cached file so that it is downloaded again, or use --pretrained none",
+        )
         replace_last_layers(model, num_classes)
         return model
 
@@ -236,12 +243,9 @@ def load_trained(path: str | Path, *, device: torch.device | str = "cpu") -> tup
 
 def load_weights(model: nn.Module, checkpoint: dict[str, Any], *, path: str | Path) -> None:
     """Copy a checkpoint's (or bare state dict's) weights into ``model``; a mismatch is a UserError."""
-    try:
-        model.load_state_dict(model_state(checkpoint))
-    except RuntimeError as err:  # missing / unexpected keys, shape mismatches
-        first = str(err).strip().splitlines()
-        raise UserError(
-            f"the weights do not fit this model ({first[1].strip() if len(first) > 1 else first[0]})",
-            path=path,
-            fix="pass a checkpoint trained with the same --model, --width and --dataset",
-        ) from err
+    load_model_state(
+        model,
+        model_state(checkpoint),
+        path=path,
+        fix="pass a checkpoint trained with the same --model, --width and --dataset",
+    )

@@ -126,6 +126,27 @@ def test_load_checkpoint_errors(tmp_path, content, match):
     assert caught.value.path == str(path)
 
 
+def test_load_model_state_names_the_first_mismatch_in_one_line(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1))
+    good = {key: torch.full_like(value, 0.5) for key, value in model.state_dict().items()}
+    engine.load_model_state(model, good)
+    assert torch.equal(model[1].weight, good["1.weight"])
+
+    missing = {key: value for key, value in good.items() if key != "1.bias"}
+    with pytest.raises(UserError) as error:
+        engine.load_model_state(model, missing, what="the pretrained weights", path=tmp_path / "w")
+    message = str(error.value)
+    assert "\n" not in message and "the pretrained weights do not fit" in message
+    assert '"1.bias"' in message and str(tmp_path / "w") in message
+
+    wrong_shape = dict(good, **{"0.weight": torch.zeros(5, 3, 3, 3)})
+    with pytest.raises(UserError, match=r"size mismatch for 0\.weight"):
+        engine.load_model_state(model, wrong_shape)
+    extra = dict(good, head=torch.zeros(1))
+    with pytest.raises(UserError, match='Unexpected key.*"head"'):
+        engine.load_model_state(model, extra)
+
+
 def test_make_loader_order_depends_only_on_seed_and_epoch(monkeypatch):
     items = list(range(10))
 

@@ -182,3 +182,27 @@ def test_pretrained_file_in_the_cache_is_loaded_and_heads_replaced(tmp_path, mon
     torch.testing.assert_close(model.state_dict()[first_conv], source.state_dict()[first_conv])
     assert model.classifier.low_classifier.out_channels == 7
     assert model.classifier.high_classifier.out_channels == 7
+
+
+def test_pretrained_with_aux_head_loads_strictly_and_a_wrong_file_is_refused(tmp_path, monkeypatch):
+    # DeepLabV3 / FCN were published with an auxiliary head: every key must land, none be ignored
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = tv_seg.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1
+    torch.manual_seed(2)
+    source = tv_seg.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=21, aux_loss=True
+    )
+    state = source.state_dict()
+    path = pretrained.cache_path(weights)
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    model = MODELS["deeplabv3_mobilenet_v3_large"](num_classes=7, weights="pretrained")
+    aux_conv = "aux_classifier.0.weight"
+    torch.testing.assert_close(model.state_dict()[aux_conv], state[aux_conv])
+    assert model.aux_classifier[-1].out_channels == 7
+
+    del state["classifier.1.weight"]
+    torch.save(state, path)
+    with pytest.raises(UserError, match="do not fit this model.*classifier.1.weight") as error:
+        MODELS["deeplabv3_mobilenet_v3_large"](num_classes=7, weights="pretrained")
+    assert "\n" not in str(error.value)

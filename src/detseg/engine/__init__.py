@@ -17,7 +17,7 @@ warm-up), :mod:`~detseg.engine.checkpoint` (atomic save, ``weights_only`` load, 
 ``make_loader``).
 """
 
-from detseg.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
+from detseg.engine.checkpoint import load_checkpoint, load_model_state, model_state, save_checkpoint
 from detseg.engine.distributed import dist_info, make_loader
 from detseg.engine.loop import NonFiniteLossError, train
 from detseg.engine.steps import Warmup, detection_step, supervised_step
@@ -32,6 +32,7 @@ __all__ = [
     "flatten_epoch",
     "load_checkpoint",
     "make_loader",
+    "load_model_state",
     "model_state",
     "save_checkpoint",
     "supervised_step",

@@ -148,6 +148,30 @@ def model_state(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return dict(inner)
 
 
+def load_model_state(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    what: str = "the weights",
+    path: str | Path | None = None,
+    fix: str = "pass weights saved from the same model and options",
+) -> None:
+    """``model.load_state_dict(state)`` (strict); a mismatch is one line naming the first problem.
+
+    Raises:
+        UserError: missing or unexpected keys, or a tensor of another shape, e.g. ``the weights do
+            not fit this model (Missing key(s) in state_dict: "head.weight")``.
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # torch lists every problem on its own line after a header
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0]
+        if len(first) > 200:
+            first = first[:200] + "..."
+        raise UserError(f"{what} do not fit this model ({first})", path=path, fix=fix) from err
+
+
 def plain(value: Any) -> Any:
     """A copy of ``value`` made of dict / list / str / int / float / bool / None only.
 
