@@ -23,6 +23,7 @@ QUICK_ARGS = [
     "--lr", "0.02",
     "--warmup-iters", "50",
     "--workers", "0",
+    "--image-size", "224", "336",
 ]  # fmt: skip
 SMOKE_ARGS = ["--epochs", "1", "--dry-run"]
 

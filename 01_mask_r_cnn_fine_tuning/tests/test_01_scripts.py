@@ -23,6 +23,7 @@ FOLDER = Path(__file__).resolve().parents[1]
 # every example folder has a train.py: load these by path under unique names
 train, predict, export = (load_script(FOLDER, name) for name in ("train", "predict", "export"))
 
+from detseg.cli import tour_cmd
 from detseg.data.formats import coco
 from detseg.data.torch_datasets import detection_collate
 from detseg.errors import run_cli
@@ -187,3 +188,12 @@ def test_bad_input_exits_2_with_one_line(workdir, capsys, script, argv, expected
     assert run_cli(script.main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "\n" not in err
+
+
+def test_tour_quick_path_in_smoke_mode(workdir, tmp_path):
+    tour = load_script(FOLDER, "tour")
+    assert tour_cmd.TOUR["01_mask_r_cnn"] == "01_mask_r_cnn_fine_tuning/tour.py:run"
+    result = tour.run(tmp_path)
+    assert set(result) >= {"bbox_AP50", "segm_AP50", "bbox_AP", "train_s", "pictures"}
+    assert 0.0 <= result["bbox_AP50"] <= 1.0 and result["train_s"] > 0
+    assert all(Path(picture).is_file() for picture in result["pictures"])
