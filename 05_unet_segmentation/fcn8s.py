@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detseg.engine.checkpoint import load_model_state
+
 VGG16_CONFIG = (
     64,
     64,
@@ -134,7 +136,7 @@ def load_vgg16_imagenet(model: FCN8s, state_dict: dict[str, Tensor]) -> None:
     features = {
         k[len("features.") :]: v for k, v in state_dict.items() if k.startswith("features.")
     }
-    model.features.load_state_dict(features)
+    load_model_state(model.features, features, what="the ImageNet VGG16 weights")
     with torch.no_grad():
         model.fc6.weight.copy_(fc6_weight.view(-1, 512, 7, 7))
         model.fc6.bias.copy_(state_dict["classifier.0.bias"])

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from detseg.engine.checkpoint import load_model_state
+
 
 def dilate_stage(stage: nn.Sequential, dilation: int) -> None:
     """Turn a strided ResNet stage into a dilated one: stride 1, 3x3 convolutions dilated (in place)."""
@@ -134,7 +136,7 @@ class PSPNet(nn.Module):
     def load_backbone(self, resnet18_state_dict: dict[str, Tensor]) -> None:
         """Load torchvision ResNet-18 ImageNet weights into the backbone (the fc layer is unused)."""
         resnet = torchvision.models.resnet18(weights=None)
-        resnet.load_state_dict(resnet18_state_dict)
+        load_model_state(resnet, resnet18_state_dict, what="the ImageNet ResNet-18 weights")
         self.stem.load_state_dict(
             nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool).state_dict()
         )

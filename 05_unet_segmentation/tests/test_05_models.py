@@ -149,3 +149,10 @@ def test_pspnet_exports_to_onnx_with_parity(tmp_path):
         model, images, tmp_path / "psp.onnx", input_names=["images"], output_names=["logits"]
     )
     assert check_parity(model, ort_session(path), images) <= 1e-4
+
+
+def test_a_foreign_backbone_file_is_one_line_not_a_traceback():
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    del state["layer4.1.bn2.weight"]
+    with pytest.raises(UserError, match='ResNet-18 weights do not fit.*"layer4.1.bn2.weight"'):
+        PSPNet(num_classes=3).load_backbone(state)
