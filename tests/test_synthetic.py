@@ -142,6 +142,34 @@ def test_colour_alone_does_not_tell_the_shape() -> None:
     assert (guess == labels[half:]).mean() < 0.35  # chance is 0.2
 
 
+def test_pedestrians_are_painted_far_to_near(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nearer person (feet lower in the image) may hide a farther one, never the reverse."""
+    from detseg.data import synthetic_scenes
+
+    feet_in_paint_order: list[list[int]] = []
+    occlusions = 0
+
+    class Recording(synthetic_scenes.Compositor):
+        def place(self, sprite, x0, y0, label):  # type: ignore[no-untyped-def]
+            before = list(self.visible_count)
+            placed = super().place(sprite, x0, y0, label)
+            if placed and label is not None:
+                nonlocal occlusions
+                occlusions += sum(a < b for a, b in zip(self.visible_count, before))
+                feet_in_paint_order[-1].append(y0 + sprite.shape[0])
+            return placed
+
+    monkeypatch.setattr(synthetic_scenes, "Compositor", Recording)
+    counts = []
+    for index in range(40):
+        feet_in_paint_order.append([])
+        scene = pedestrian_scene(scene_rng(0, "pedestrians", index))
+        counts.append(len(scene.labels))
+        assert feet_in_paint_order[-1] == sorted(feet_in_paint_order[-1])
+    assert occlusions >= 10  # people do overlap: the order matters
+    assert min(counts) >= 1 and 1.8 <= np.mean(counts) <= 2.6  # Penn-Fudan: 345 / 170 = 2.0
+
+
 def test_single_object_scene_has_one_large_object_of_the_asked_class() -> None:
     for label in range(len(SINGLE_OBJECT_CLASSES)):
         scene = single_object_scene(scene_rng(0, "single", label), label)

@@ -36,7 +36,7 @@ from detseg.data.synthetic_textures import (
     stripes,
 )
 
-GENERATOR_VERSION = 1  # bump on any change to what is drawn: cached datasets regenerate
+GENERATOR_VERSION = 2  # bump on any change to what is drawn: cached datasets regenerate
 SHAPE_CLASSES = ("circle", "triangle", "rectangle", "star", "ring")
 
 
