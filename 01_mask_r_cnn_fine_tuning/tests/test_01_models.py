@@ -11,7 +11,15 @@ import torch
 from maskrcnn_eval import label_to_category, predictions_to_coco
 from models_maskrcnn import MODELS, build_model, has_masks, replace_heads
 from pycocotools import mask as mask_utils
-from slim_maskrcnn import SlimConfig, slim_backbone, slim_config_dict
+from slim_maskrcnn import (
+    RoICoordinates,
+    SlimConfig,
+    receptive_field,
+    slim_backbone,
+    slim_config_dict,
+    slim_mask_head,
+    slim_maskrcnn,
+)
 
 from detseg.data.types import DetectionDataset
 from detseg.errors import UserError
@@ -78,11 +86,55 @@ def test_slim_backbone_strides_and_channels():
 
 
 def test_slim_config_survives_a_json_round_trip():
-    config = SlimConfig(anchor_sizes=((16,), (32,), (64,), (128,)), mask_layers=(32,))
+    config = SlimConfig(
+        anchor_sizes=((16,), (32,), (64,), (128,)), mask_layers=(32,), mask_dilations=(2,)
+    )
     back = SlimConfig.from_dict(json.loads(json.dumps(slim_config_dict(config))))
     assert back == config
     with pytest.raises(UserError, match="unknown slim model options"):
         SlimConfig.from_dict({"fpn_chanels": 3})
+
+
+def test_roi_coordinates_by_hand():
+    features = torch.randn(3, 5, 4, 4)
+    out = RoICoordinates(4)(features)
+    assert out.shape == (3, 7, 4, 4)
+    torch.testing.assert_close(out[:, :5], features)
+    steps = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])
+    torch.testing.assert_close(out[2, 5], steps.expand(4, 4))  # x grows along a row
+    torch.testing.assert_close(out[2, 6], steps[:, None].expand(4, 4))  # y down a column
+    assert RoICoordinates(4).state_dict() == {}  # nothing to save or load
+
+
+@pytest.mark.parametrize(
+    ("layers", "dilations", "cells_seen"),
+    [
+        ((8, 8), (), 5 * 5),  # two plain convolutions
+        ((8, 8, 8, 8), (2, 2, 2, 2), 7 * 7),  # one rate: every other cell only ("gridding")
+        ((8, 8, 8, 8), (1, 2, 4, 1), 14 * 14),  # mixed rates: all of the RoI
+    ],
+)
+def test_mask_head_receptive_field(layers, dilations, cells_seen):
+    """How many of the 14 x 14 RoI cells change the head's output at the centre cell."""
+    torch.manual_seed(0)
+    config = SlimConfig(fpn_channels=8, mask_layers=layers, mask_dilations=dilations)
+    reach = receptive_field(slim_mask_head(config, None), channels=8)  # [14, 14]
+    assert int(reach.sum()) == cells_seen
+    assert bool(reach[7, 7])
+    with pytest.raises(UserError, match="one rate per mask layer"):
+        slim_mask_head(SlimConfig(mask_layers=(8, 8), mask_dilations=(1,)), None)
+
+
+@pytest.mark.parametrize("coords", [False, True])
+def test_mask_head_with_coordinates_tells_positions_apart(coords):
+    """On a constant input, two cells whose 5 x 5 view is all inside the RoI look the same to a
+    plain convolution head; with the coordinate channels they do not."""
+    torch.manual_seed(0)
+    config = SlimConfig(fpn_channels=8, mask_layers=(8, 8), mask_dilations=(), mask_coords=coords)
+    head = slim_mask_head(config, None)
+    out = head(torch.ones(1, 8, 14, 14))  # [1, 8, 14, 14]
+    same = torch.allclose(out[0, :, 5, 5], out[0, :, 8, 8])
+    assert same is not coords
 
 
 @pytest.mark.parametrize("name", ["maskrcnn_slim", "maskrcnn_mobilenet_v3_fpn"])
@@ -153,3 +205,11 @@ def test_engine_sets_the_dataset_epoch_so_flips_change_every_epoch():
     set_loader_epoch(loader, 3)
     assert dataset.epoch == 3
     assert np.array_equal(np.arange(2), [int(x) for x in loader])
+
+
+def test_slim_fields_reach_the_model_and_extra_cannot_override_them():
+    model = slim_maskrcnn(2, SlimConfig(box_nms_thresh=0.65, extra={"box_score_thresh": 0.2}))
+    assert model.roi_heads.nms_thresh == 0.65
+    assert model.roi_heads.score_thresh == 0.2
+    with pytest.raises(UserError, match=r"extra sets \['box_nms_thresh'\]"):
+        slim_maskrcnn(2, SlimConfig(extra={"box_nms_thresh": 0.7}))
