@@ -22,6 +22,7 @@ QUICK_ARGS = [
     "--batch-size", "4",
     "--lr", "0.02",
     "--warmup-iters", "50",
+    "--clip-grad-norm", "10",  # lr 0.02 after 50 steps: without it one run in a few diverges
     "--workers", "0",
     "--image-size", "224", "336",
 ]  # fmt: skip

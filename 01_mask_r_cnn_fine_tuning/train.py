@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Fine-tune Mask R-CNN (torchvision) on PennFudan or COCO-layout data",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_standard_args(parser, example=EXAMPLE, epochs=24, batch_size=4, lr=0.02, workers=1)
+    add_standard_args(parser, example=EXAMPLE, epochs=20, batch_size=4, lr=0.02, workers=1)
     parser.add_argument("--model", choices=list(MODELS), default="maskrcnn_slim")
     parser.add_argument(
         "--data",
@@ -89,13 +89,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument(
-        "--lr-steps", type=int, nargs="*", default=[18, 22], help="epochs after which lr x 0.1"
+        "--lr-steps", type=int, nargs="*", default=[15, 19], help="epochs after which lr x 0.1"
     )
     parser.add_argument("--warmup-iters", type=int, default=100, help="linear warm-up steps")
     parser.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients")
     parser.add_argument("--best-metric", default="bbox_AP50", help="eval number that picks best.pt")
     parser.add_argument("--no-hflip", action="store_true", help="no horizontal-flip augmentation")
+    parser.add_argument(
+        "--mask-loss-weight",
+        type=float,
+        default=1.0,
+        help="factor on loss_mask in the summed loss (the logged loss_mask is scaled too)",
+    )
     return parser
+
+
+def weighted_step(mask_loss_weight: float) -> Any:
+    """The engine's detection step with ``loss_mask`` multiplied by ``mask_loss_weight``."""
+
+    def step(model: Any, batch: Any, device: Any) -> dict[str, Any]:
+        losses = engine.detection_step(model, batch, device)
+        if "loss_mask" in losses:
+            losses["loss_mask"] = losses["loss_mask"] * mask_loss_weight
+        return losses
+
+    return step
 
 
 def parse_slim_options(items: Sequence[str]) -> dict[str, Any]:
@@ -128,6 +146,10 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.image_size is not None and not 32 <= args.image_size[0] <= args.image_size[1]:
         raise UserError(
             f"--image-size needs 32 <= MIN <= MAX, got {args.image_size}", fix="e.g. 256 384"
+        )
+    if not args.mask_loss_weight > 0:
+        raise UserError(
+            f"--mask-loss-weight must be > 0, got {args.mask_loss_weight}", fix="e.g. 2"
         )
     if args.slim and args.model != "maskrcnn_slim":
         raise UserError("--slim applies to --model maskrcnn_slim only", fix="drop --slim")
@@ -213,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         warmup_iters=args.warmup_iters,
         clip_grad_norm=args.clip_grad_norm,
         best_metric=args.best_metric,
+        step_fn=weighted_step(args.mask_loss_weight) if args.mask_loss_weight != 1 else None,
         **kwargs,
     )
     result["train_time_s"] = time.perf_counter() - start

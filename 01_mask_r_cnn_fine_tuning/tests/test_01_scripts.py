@@ -30,7 +30,8 @@ from detseg.errors import run_cli
 from detseg.metrics import STAT_NAMES, evaluate_coco
 
 # a small slim model at 128 px keeps every step well under a second on a CPU
-TINY = ["--slim", "fpn_channels=32", "--slim", "mask_layers=[32]", "--image-size", "128", "192"]
+TINY = ["--slim", "fpn_channels=32", "--slim", "mask_layers=[32]", "--slim", "mask_dilations=[1]"]
+TINY += ["--image-size", "128", "192"]
 TINY += ["--workers", "0", "--device", "cpu"]
 
 
@@ -173,6 +174,21 @@ def test_export_onnx_matches_eager(trained, workdir, monkeypatch):
     assert result["eager_ms"] > 0 and result["ort_ms"] > 0
 
 
+def test_mask_loss_weight_scales_only_the_mask_loss(workdir):
+    torch.manual_seed(0)
+    model = build_model("maskrcnn_slim", num_classes=2, weights="none", image_size=(128, 192))
+    splits = load_splits("pedestrians", None, val_fraction=0.5, seed=0, num_images=4)
+    batch = detection_collate([torch_datasets(splits, seed=0)[0][i] for i in range(2)])
+    model.train()
+    losses = {}
+    for weight in (1.0, 3.0):
+        torch.manual_seed(1)  # the same RoI sampling both times
+        losses[weight] = train.weighted_step(weight)(model, batch, torch.device("cpu"))
+    for name, value in losses[1.0].items():
+        factor = 3.0 if name == "loss_mask" else 1.0
+        torch.testing.assert_close(losses[3.0][name], value * factor)
+
+
 @pytest.mark.parametrize(
     ("script", "argv", "expected"),
     [
@@ -180,6 +196,7 @@ def test_export_onnx_matches_eager(trained, workdir, monkeypatch):
         (train, ["--weights", "coco", "--dry-run"], "maskrcnn_slim has no COCO weights"),
         (train, ["--slim", "fpn_chanels=3", "--dry-run"], "unknown slim model options"),
         (train, ["--epochs", "0"], "--epochs must be a positive integer"),
+        (train, ["--mask-loss-weight", "0"], "--mask-loss-weight must be > 0"),
         (predict, ["--source", "x.png", "--weights", "no/such.pt"], "checkpoint not found"),
         (export, ["--weights", "no/such.pt"], "checkpoint not found"),
     ],
