@@ -141,6 +141,9 @@ def _norm_layer(config: SlimConfig) -> Callable[[int], nn.Module] | None:
     return NORM_LAYERS[config.norm]
 
 
+MASK_ROI_SIZE = 14  # RoIAlign output of the mask branch (the predictor doubles it to 28)
+
+
 class RoICoordinates(nn.Module):
     """Append the RoI-relative position of every cell: ``[R, C, S, S] -> [R, C + 2, S, S]``.
 
@@ -214,9 +217,6 @@ def receptive_field(head: nn.Module, channels: int, size: int = 14) -> Tensor:
     features = torch.rand(1, channels, size, size, requires_grad=True)
     probe(features)[0, :, size // 2, size // 2].sum().backward()
     return features.grad.abs().sum(dim=(0, 1)) > 0
-
-
-MASK_ROI_SIZE = 14  # RoIAlign output of the mask branch (the predictor doubles it to 28)
 
 
 def slim_backbone(config: SlimConfig) -> BackboneWithFPN:

@@ -43,6 +43,7 @@ from detseg import engine
 from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
 from detseg.data.torch_datasets import detection_collate
 from detseg.engine.distributed import dist_info
+from detseg.engine.steps import StepFn
 from detseg.errors import UserError, run_cli
 
 EXAMPLE = "01_mask_r_cnn_fine_tuning"
@@ -104,8 +105,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def weighted_step(mask_loss_weight: float) -> Any:
-    """The engine's detection step with ``loss_mask`` multiplied by ``mask_loss_weight``."""
+def weighted_step(mask_loss_weight: float) -> StepFn:
+    """The engine's detection step with ``loss_mask`` (Mask R-CNN only) times ``mask_loss_weight``."""
 
     def step(model: Any, batch: Any, device: Any) -> dict[str, Any]:
         losses = engine.detection_step(model, batch, device)
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         warmup_iters=args.warmup_iters,
         clip_grad_norm=args.clip_grad_norm,
         best_metric=args.best_metric,
-        step_fn=weighted_step(args.mask_loss_weight) if args.mask_loss_weight != 1 else None,
+        step_fn=weighted_step(args.mask_loss_weight),
         **kwargs,
     )
     result["train_time_s"] = time.perf_counter() - start
