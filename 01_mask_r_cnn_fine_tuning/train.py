@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Fine-tune Mask R-CNN (torchvision) on PennFudan or COCO-layout data",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_standard_args(parser, example=EXAMPLE, epochs=20, batch_size=4, lr=0.02, workers=1)
+    add_standard_args(parser, example=EXAMPLE, epochs=12, batch_size=4, lr=0.02, workers=1)
     parser.add_argument("--model", choices=list(MODELS), default="maskrcnn_slim")
     parser.add_argument(
         "--data",
@@ -90,7 +90,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument(
-        "--lr-steps", type=int, nargs="*", default=[15, 19], help="epochs after which lr x 0.1"
+        "--lr-steps", type=int, nargs="*", default=[9, 11], help="epochs after which lr x 0.1"
     )
     parser.add_argument("--warmup-iters", type=int, default=100, help="linear warm-up steps")
     parser.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients")
