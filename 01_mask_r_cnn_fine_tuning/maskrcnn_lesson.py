@@ -333,8 +333,9 @@ print(coco_model.roi_heads.box_predictor)
 # slow on machines without a proper CUDA". **Training from scratch** needs no download and is
 # what runs here: the slim model (ResNet-18 FPN with 64 channels, heads a quarter of the size,
 # 256 px images, fewer proposals) learns the pedestrians in minutes on two cores. The run below uses
-# the lesson's quick path (`tour.py`): four epochs at 224 px, two to three minutes, enough for a bbox
-# AP50 above 0.5; the README gives the longer run (bbox AP50 0.95, segm AP50 0.79 after 20 epochs).
+# the lesson's quick path (`tour.py`): four epochs at 192 px, under two minutes, enough for a bbox
+# AP50 above 0.5 (0.65 here); the README gives the default run (`python train.py`: 12 epochs at
+# 256 px in under 9 minutes, bbox AP50 0.94, segm AP50 0.79).
 
 # %%
 from tour import QUICK_ARGS, SMOKE_ARGS  # noqa: E402
