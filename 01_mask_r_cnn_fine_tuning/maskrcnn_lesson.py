@@ -27,8 +27,8 @@
 # - **Dataset**: the built-in `pedestrians` set, drawn on first use in the exact layout of the
 #   Penn-Fudan database (`PNGImages/`, `PedMasks/`, `Annotation/`); the real PennFudanPed is read by
 #   the same reader (`python train.py --data pennfudan`).
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): 2 CPU cores, 200 s
-#   (135 s on an earlier, faster machine), most of it the short training in section 7; seconds in
+# - **Run time** (measured with `python -m detseg.notebooks build --execute`): 2 CPU cores, about
+#   two minutes (118-141 s in two builds), most of it the short training in section 7; seconds in
 #   smoke mode.
 
 # %% [markdown]

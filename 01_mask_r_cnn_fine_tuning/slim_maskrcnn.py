@@ -14,7 +14,7 @@ torchvision's ``MaskRCNN`` class with a smaller backbone and smaller heads; ever
 - box NMS at IoU 0.6 (torchvision: 0.5), which keeps both people of an overlapping pair;
 - images resized to 256 px on the shorter side (at most 384 on the longer).
 
-12.4 M parameters; 0.5-0.9 s per SGD step of 4 images at 256 px on 2 CPU cores (by machine).
+12.4 M parameters; 0.5-1.1 s per SGD step of 4 images at 256 px on 2 CPU cores (by machine).
 """
 
 from __future__ import annotations

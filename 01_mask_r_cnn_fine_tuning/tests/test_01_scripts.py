@@ -33,6 +33,11 @@ from detseg.metrics import STAT_NAMES, evaluate_coco
 TINY = ["--slim", "fpn_channels=32", "--slim", "mask_layers=[32]", "--slim", "mask_dilations=[1]"]
 TINY += ["--image-size", "128", "192"]
 TINY += ["--workers", "0", "--device", "cpu"]
+# the short run of the `trained` fixture, which the resume test continues with the same flags;
+# gradients clipped at norm 10: without, the mask loss diverged (4.4 after 8 steps) and with one
+# thread every score underflowed to 0, which left too few detections to compare evaluators on
+SHORT_RUN = [*TINY, "--batch-size", "4", "--lr", "0.01", "--warmup-iters", "2", "--lr-steps", "5"]
+SHORT_RUN += ["--clip-grad-norm", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +53,9 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    """Two short epochs on built-in pedestrians: the 'trained-ish' model the other tests use.
-
-    Gradients clipped at norm 10: without, the mask loss diverged (4.4 after 8 steps) and with one
-    thread every score underflowed to 0, which left too few detections to compare evaluators on.
-    """
+    """Two short epochs on built-in pedestrians: the 'trained-ish' model the other tests use."""
     out = workdir / "train"
-    argv = [*TINY, "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--warmup-iters", "2"]
-    argv += ["--clip-grad-norm", "10"]
-    result = train.main([*argv, "--output-dir", str(out), "--lr-steps", "5"])
+    result = train.main([*SHORT_RUN, "--epochs", "2", "--output-dir", str(out)])
     return out, result
 
 
@@ -107,9 +106,7 @@ def test_resume_continues_the_run(trained, workdir):
     out, _ = trained
     copy = workdir / "resumed"
     shutil.copytree(out, copy)
-    argv = [*TINY, "--epochs", "3", "--batch-size", "4", "--lr", "0.01", "--warmup-iters", "2"]
-    argv += ["--clip-grad-norm", "10"]
-    result = train.main([*argv, "--output-dir", str(copy), "--lr-steps", "5", "--resume"])
+    result = train.main([*SHORT_RUN, "--epochs", "3", "--output-dir", str(copy), "--resume"])
     assert [entry["epoch"] for entry in result["history"]] == [1, 2, 3]
 
 
