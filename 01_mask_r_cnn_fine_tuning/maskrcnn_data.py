@@ -20,13 +20,16 @@ box = the mask's extent, label "person".
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from detseg.data import download, recipes
+from detseg.data.copy_paste import CopyPaste
 from detseg.data.formats import coco, pennfudan
+from detseg.data.samples import detection_sample
 from detseg.data.torch_datasets import DetectionTorchDataset, split_indices
 from detseg.data.transforms import Compose, HorizontalFlip
 from detseg.data.types import DetectionDataset
@@ -140,15 +143,28 @@ def load_splits(
 
 
 def torch_datasets(
-    splits: DataSplits, *, seed: int = 0, hflip: bool = True
+    splits: DataSplits,
+    *,
+    seed: int = 0,
+    hflip: bool = True,
+    copy_paste: float = 0.0,
+    copy_paste_depth: str = "box_bottom",
 ) -> tuple[Dataset, Dataset]:
-    """torchvision-style datasets: train with random horizontal flips, val as it is.
+    """torchvision-style datasets: train with augmentation, val as it is.
 
+    Train: with probability ``copy_paste``, 1-2 people (objects) of another *training* image pasted
+    in (:class:`detseg.data.copy_paste.CopyPaste`, depth order ``copy_paste_depth``), then a random
+    horizontal flip (``hflip``).
     Items are ``(image float32 [3, H, W] in [0, 1], target)`` with ``boxes`` xyxy pixels, ``labels``
     ``1..C``, ``masks`` uint8 ``[N, H, W]`` (see :class:`~detseg.data.torch_datasets.DetectionTorchDataset`).
     Resizing and normalisation are the model's own (``GeneralizedRCNNTransform``).
     """
-    train_transforms = Compose([HorizontalFlip(0.5)]) if hflip else None
-    train = DetectionTorchDataset(splits.train, train_transforms, seed=seed)
+    steps: list = []
+    if copy_paste > 0:
+        source = functools.partial(detection_sample, splits.train)
+        steps.append(CopyPaste(source, len(splits.train), p=copy_paste, depth=copy_paste_depth))
+    if hflip:
+        steps.append(HorizontalFlip(0.5))
+    train = DetectionTorchDataset(splits.train, Compose(steps) if steps else None, seed=seed)
     val = DetectionTorchDataset(splits.val, None, seed=seed)
     return train, val

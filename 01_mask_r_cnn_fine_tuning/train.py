@@ -41,6 +41,7 @@ from models_maskrcnn import (
 
 from detseg import engine
 from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
+from detseg.data.copy_paste import DEPTH_ORDERS
 from detseg.data.torch_datasets import detection_collate
 from detseg.engine.distributed import dist_info
 from detseg.engine.steps import StepFn
@@ -97,6 +98,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best-metric", default="bbox_AP50", help="eval number that picks best.pt")
     parser.add_argument("--no-hflip", action="store_true", help="no horizontal-flip augmentation")
     parser.add_argument(
+        "--copy-paste",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="probability that a training image gets 1-2 objects of another training image "
+        "pasted in (copy-paste augmentation, Ghiasi et al. 2021; 0 = off)",
+    )
+    parser.add_argument(
+        "--copy-paste-depth",
+        choices=DEPTH_ORDERS,
+        default="box_bottom",
+        help="who hides whom: box_bottom = the lower box is nearer (people, cars on a street); "
+        "top = pasted objects in front",
+    )
+    parser.add_argument(
         "--mask-loss-weight",
         type=float,
         default=1.0,
@@ -152,6 +168,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(
             f"--mask-loss-weight must be > 0, got {args.mask_loss_weight}", fix="e.g. 2"
         )
+    if not 0.0 <= args.copy_paste <= 1.0:
+        raise UserError(f"--copy-paste must be in [0, 1], got {args.copy_paste}", fix="e.g. 0.5")
     if args.slim and args.model != "maskrcnn_slim":
         raise UserError("--slim applies to --model maskrcnn_slim only", fix="drop --slim")
     return args
@@ -183,7 +201,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         num_images=args.num_images,
     )
-    train_set, val_set = torch_datasets(splits, seed=args.seed, hflip=not args.no_hflip)
+    train_set, val_set = torch_datasets(
+        splits,
+        seed=args.seed,
+        hflip=not args.no_hflip,
+        copy_paste=args.copy_paste,
+        copy_paste_depth=args.copy_paste_depth,
+    )
     val_records = splits.val
     if args.dry_run:  # one batch end to end: evaluate on one batch of images too
         val_records = type(splits.val)(

@@ -192,6 +192,20 @@ def test_mask_loss_weight_scales_only_the_mask_loss(workdir):
         torch.testing.assert_close(losses[3.0][name], value * factor)
 
 
+def test_copy_paste_draws_people_from_the_training_split_only(workdir):
+    splits = load_splits("pedestrians")
+    plain, _ = torch_datasets(splits, hflip=False)
+    pasted, val = torch_datasets(splits, hflip=False, copy_paste=1.0)
+    copy_paste = pasted.transforms.transforms[0]
+    assert copy_paste.source.args == (splits.train,) and copy_paste.depth == "box_bottom"
+    assert val.transforms is None
+    counts = [(len(plain[i][1]["boxes"]), len(pasted[i][1]["boxes"])) for i in range(len(plain))]
+    assert all(after >= before for before, after in counts)
+    assert sum(after - before for before, after in counts) >= len(counts) // 2, counts
+    image, target = pasted[0]
+    assert target["masks"].shape[1:] == image.shape[1:] and target["masks"].sum(0).max() <= 1
+
+
 @pytest.mark.parametrize(
     ("script", "argv", "expected"),
     [
@@ -200,6 +214,7 @@ def test_mask_loss_weight_scales_only_the_mask_loss(workdir):
         (train, ["--slim", "fpn_chanels=3", "--dry-run"], "unknown slim model options"),
         (train, ["--epochs", "0"], "--epochs must be a positive integer"),
         (train, ["--mask-loss-weight", "0"], "--mask-loss-weight must be > 0"),
+        (train, ["--copy-paste", "1.5"], "--copy-paste must be in [0, 1]"),
         (predict, ["--source", "x.png", "--weights", "no/such.pt"], "checkpoint not found"),
         (export, ["--weights", "no/such.pt"], "checkpoint not found"),
     ],
