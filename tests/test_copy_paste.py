@@ -29,6 +29,17 @@ def test_shift_columns_hand_case():
     np.testing.assert_array_equal(shift_columns(row, 2, 5), [[0, 0, 1, 2, 3]])
     np.testing.assert_array_equal(shift_columns(row, -3, 4), [[4, 5, 0, 0]])
     np.testing.assert_array_equal(shift_columns(row, 9, 5), [[0, 0, 0, 0, 0]])
+    column = np.arange(1, 4)[:, None]  # 3 rows
+    np.testing.assert_array_equal(shift_columns(column, 1, 2, height=2), [[0, 1], [0, 2]])
+    np.testing.assert_array_equal(shift_columns(column, 0, 1, height=4), [[1], [2], [3], [0]])
+
+
+def test_paste_from_a_taller_source_keeps_rows_and_cuts_the_rest():
+    image, target = one_object(8, 10, slice(0, 3), slice(0, 4), 100)
+    src_image, src = one_object(12, 6, slice(4, 12), slice(1, 4), 200)  # rows 4..11: 8 px tall
+    image, out = paste_instance(image, target, src_image, src["masks"][0], 0, dx=5)
+    np.testing.assert_array_equal(out["boxes"][1], [6, 4, 9, 8])  # rows 4..7 fit in 8 rows
+    assert out["masks"][1].sum() == 12 and (image[4:8, 6:9] == 200).all()
 
 
 def test_paste_on_top_hides_the_old_object():

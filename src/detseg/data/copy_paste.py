@@ -29,15 +29,19 @@ DEPTH_ORDERS = ("top", "box_bottom")
 SampleSource = Callable[[int], tuple[np.ndarray, Target]]
 
 
-def shift_columns(array: np.ndarray, dx: int, width: int) -> np.ndarray:
-    """Move ``array`` ([H, W_src, ...]) right by ``dx`` columns into a frame ``width`` wide.
+def shift_columns(array: np.ndarray, dx: int, width: int, height: int | None = None) -> np.ndarray:
+    """Move ``array`` ([H_src, W_src, ...]) right by ``dx`` columns into a ``height x width`` frame.
 
-    Columns that leave the frame are cut, new ones are zero; rows are kept as they are.
+    Columns that leave the frame are cut, new ones are zero. Rows keep their index: a taller
+    source loses its bottom rows, a shorter one is padded with zeros below (``height`` defaults
+    to the source's).
     """
-    out = np.zeros((array.shape[0], width, *array.shape[2:]), dtype=array.dtype)
+    height = array.shape[0] if height is None else height
+    out = np.zeros((height, width, *array.shape[2:]), dtype=array.dtype)
+    rows = min(height, array.shape[0])
     src_lo, src_hi = max(0, -dx), min(array.shape[1], width - dx)
     if src_hi > src_lo:
-        out[:, src_lo + dx : src_hi + dx] = array[:, src_lo:src_hi]
+        out[:rows, src_lo + dx : src_hi + dx] = array[:rows, src_lo:src_hi]
     return out
 
 
@@ -57,10 +61,11 @@ def paste_instance(
     """Paste one object of another image, moved ``dx`` columns right, in depth order.
 
     Args:
-        image: RGB uint8 [H, W, 3]; ``src_image``: [H, W_src, 3] (same height; rows are kept).
+        image: RGB uint8 [H, W, 3]; ``src_image``: [H_src, W_src, 3], any size: rows keep their
+            index (see :func:`shift_columns`), so an object below row ``H`` is cut.
         target: ``boxes`` float32 [N, 4] xyxy, ``labels`` [N], ``masks`` uint8 [N, H, W], optional
             ``iscrowd`` [N]; masks are the visible pixels of each object.
-        src_mask: [H, W_src] the object's visible pixels in ``src_image``; ``src_label``: its label.
+        src_mask: [H_src, W_src] the object's visible pixels in ``src_image``; ``src_label``: its label.
         depth: ``"top"`` (pasted in front) or ``"box_bottom"`` (the lower box bottom is nearer; ties
             go to the object already there).
         min_visibility: smallest share of an object's reference area that must stay visible, for
@@ -74,9 +79,7 @@ def paste_instance(
     if depth not in DEPTH_ORDERS:
         raise ValueError(f"depth must be one of {DEPTH_ORDERS}, got {depth!r}")
     height, width = image.shape[:2]
-    if src_image.shape[0] != height or src_mask.shape[0] != height:
-        raise ValueError(f"source height {src_image.shape[0]} differs from the image's {height}")
-    mask = shift_columns(np.asarray(src_mask, dtype=bool), dx, width)  # [H, W]
+    mask = shift_columns(np.asarray(src_mask, dtype=bool), dx, width, height)  # [H, W]
     area = int(mask.sum())
     masks = np.asarray(target["masks"], dtype=bool).reshape(-1, height, width)  # [N, H, W]
     boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
@@ -99,7 +102,7 @@ def paste_instance(
     if np.any(changed & (left < min_visibility * np.asarray(reference_areas, dtype=np.float64))):
         return None
     out_image = image.copy()
-    out_image[visible] = shift_columns(src_image, dx, width)[visible]
+    out_image[visible] = shift_columns(src_image, dx, width, height)[visible]
     out = dict(target)
     new_boxes = boxes.copy()
     new_boxes[changed] = boxes_from_masks(kept[changed])
@@ -125,7 +128,8 @@ class CopyPaste:
         attempts: positions tried per object before it is given up.
         min_visibility: see :func:`paste_instance`.
 
-    Images of a different height than the source are left alone. Crowd regions are never pasted.
+    Source and image may differ in size (a pasted object keeps its rows, see :func:`paste_instance`).
+    Crowd regions are never pasted.
     """
 
     def __init__(
@@ -157,7 +161,7 @@ class CopyPaste:
             src_image, src_target = hflip(src_image, src_target)
         crowd = np.asarray(src_target.get("iscrowd", np.zeros(len(src_target["labels"]))), bool)
         candidates = np.flatnonzero(~crowd)
-        if src_image.shape[0] != image.shape[0] or candidates.size == 0:
+        if candidates.size == 0:
             return image, target
         count = int(rng.integers(1, min(self.max_objects, candidates.size) + 1))
         width = image.shape[1]
