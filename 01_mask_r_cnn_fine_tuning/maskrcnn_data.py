@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from detseg.data import download, recipes
 from detseg.data.copy_paste import CopyPaste
 from detseg.data.formats import coco, pennfudan
-from detseg.data.samples import detection_sample
+from detseg.data.samples import SampleTransform, detection_sample
 from detseg.data.torch_datasets import DetectionTorchDataset, split_indices
 from detseg.data.transforms import Compose, HorizontalFlip
 from detseg.data.types import DetectionDataset
@@ -159,7 +159,7 @@ def torch_datasets(
     ``1..C``, ``masks`` uint8 ``[N, H, W]`` (see :class:`~detseg.data.torch_datasets.DetectionTorchDataset`).
     Resizing and normalisation are the model's own (``GeneralizedRCNNTransform``).
     """
-    steps: list = []
+    steps: list[SampleTransform] = []
     if copy_paste > 0:
         source = functools.partial(detection_sample, splits.train)
         steps.append(CopyPaste(source, len(splits.train), p=copy_paste, depth=copy_paste_depth))

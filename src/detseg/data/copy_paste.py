@@ -83,10 +83,11 @@ def paste_instance(
     area = int(mask.sum())
     masks = np.asarray(target["masks"], dtype=bool).reshape(-1, height, width)  # [N, H, W]
     boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
-    if reference_areas is None:
-        reference_areas = masks.sum(axis=(1, 2))
     if area == 0:
         return None
+    before = masks.sum(axis=(1, 2))  # [N]
+    if reference_areas is None:
+        reference_areas = before
     if depth == "box_bottom" and len(masks):
         bottom = float(np.flatnonzero(mask.any(axis=1))[-1] + 1)
         in_front = boxes[:, 3] >= bottom  # [N]
@@ -98,7 +99,7 @@ def paste_instance(
         return None
     kept = masks & ~visible  # [N, H, W]
     left = kept.sum(axis=(1, 2))
-    changed = left < masks.sum(axis=(1, 2))
+    changed = left < before
     if np.any(changed & (left < min_visibility * np.asarray(reference_areas, dtype=np.float64))):
         return None
     out_image = image.copy()
