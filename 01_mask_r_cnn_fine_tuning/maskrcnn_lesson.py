@@ -28,7 +28,7 @@
 #   Penn-Fudan database (`PNGImages/`, `PedMasks/`, `Annotation/`); the real PennFudanPed is read by
 #   the same reader (`python train.py --data pennfudan`).
 # - **Run time** (measured with `python -m detseg.notebooks build --execute`): 2 CPU cores, about
-#   two to three minutes (118-187 s in three builds; this machine's speed varies), most of it the
+#   two to three minutes (118-187 s in four builds; this machine's speed varies), most of it the
 #   short training in section 7; seconds in smoke mode.
 
 # %% [markdown]
@@ -365,9 +365,9 @@ print(coco_model.roi_heads.box_predictor)
 # slow on machines without a proper CUDA". **Training from scratch** needs no download and is
 # what runs here: the slim model (ResNet-18 FPN with 64 channels, heads a quarter of the size,
 # 256 px images, fewer proposals) learns the pedestrians in minutes on two cores. The run below uses
-# the lesson's quick path (`tour.py`): four epochs at 192 px, under two minutes, enough for a bbox
-# AP50 above 0.5 (0.69 here); the README gives the default run (`python train.py`: 12 epochs at
-# 256 px in about 10 minutes, bbox AP50 0.96, segm AP50 0.79).
+# the lesson's quick path (`tour.py`): four epochs at 192 px, about two minutes, enough for a bbox
+# AP50 above 0.5 (0.73 here); the README gives the default run (`python train.py`: 12 epochs at
+# 256 px in about 9 minutes, bbox AP50 0.96, segm AP50 0.80).
 
 # %%
 from tour import QUICK_ARGS, SMOKE_ARGS  # noqa: E402
