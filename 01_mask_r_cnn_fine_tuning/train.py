@@ -38,6 +38,7 @@ from models_maskrcnn import (
     count_parameters,
     has_masks,
 )
+from slim_maskrcnn import SlimConfig, slim_config_dict
 
 from detseg import engine
 from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
@@ -183,7 +184,11 @@ def model_config(args: argparse.Namespace, splits: DataSplits) -> dict[str, Any]
         "num_classes": splits.num_classes,
         "classes": list(splits.classes),
         "category_ids": splits.train.category_ids,
-        "slim": parse_slim_options(args.slim) if args.model == "maskrcnn_slim" else None,
+        # every field, not only the --slim ones: a later change of a default leaves this run's
+        # checkpoints rebuilding the model they were trained with
+        "slim": slim_config_dict(SlimConfig.from_dict(parse_slim_options(args.slim)))
+        if args.model == "maskrcnn_slim"
+        else None,
         "data_source": splits.source,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from maskrcnn_eval import evaluate_outputs, label_to_category, predict_batches, 
 from models_maskrcnn import build_model, load_trained
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from slim_maskrcnn import SlimConfig, slim_config_dict
 
 from detseg.scripts import load_script
 
@@ -89,6 +91,10 @@ def test_train_main_returns_the_metrics_it_wrote(trained):
     model, config = load_trained(out / "last.pt")
     assert config["model"] == "maskrcnn_slim" and config["classes"] == ["person"]
     assert model.backbone.out_channels == 32 and model.transform.min_size == (128,)
+    # the checkpoint holds every slim field, so a later change of a default cannot change it
+    assert config["slim"] == json.loads(json.dumps(slim_config_dict(SlimConfig(
+        fpn_channels=32, mask_layers=(32,), mask_dilations=(1,)
+    ))))  # fmt: skip
 
 
 def test_train_on_multiclass_coco_json_dry_run(workdir):
