@@ -367,7 +367,7 @@ print(coco_model.roi_heads.box_predictor)
 # 256 px images, fewer proposals) learns the pedestrians in minutes on two cores. The run below uses
 # the lesson's quick path (`tour.py`): four epochs at 192 px, about two minutes, enough for a bbox
 # AP50 above 0.5 (0.73 here); the README gives the default run (`python train.py`: 12 epochs at
-# 256 px in about 9 minutes, bbox AP50 0.96, segm AP50 0.80).
+# 256 px in about 10 minutes, bbox AP50 0.96, segm AP50 0.83).
 
 # %%
 from tour import QUICK_ARGS, SMOKE_ARGS  # noqa: E402

@@ -7,8 +7,9 @@ torchvision's ``MaskRCNN`` class with a smaller backbone and smaller heads; ever
 - ResNet-18 from random weights with trainable BatchNorm, stages 2-4 only (strides 8, 16, 32), and a
   64-channel FPN: most of the compute of a detector at this size is the backbone and the FPN;
 - anchors of 32-256 px in tall shapes (height / width 1, 2, 3) for standing people;
-- 150 proposals per image while training, 100 at test time; 32 sampled RoIs per image (torchvision:
-  2000 / 1000 and 512): the RoI heads' cost, RoIAlign's backward above all, scales with them;
+- 150 proposals per image while training, 100 at test time; 32 sampled RoIs per image, up to half
+  of them positive (torchvision: 2000 / 1000, 512, a quarter): the RoI heads' cost, RoIAlign's
+  backward above all, scales with them, and the mask head learns from the positives;
 - box head: two fully connected layers of 256 (torchvision: 1024); mask head: four 3x3 convolutions
   of 64 channels (torchvision: of 256) with dilations 1, 2, 4, 1 and the RoI-relative x, y of every
   cell as two extra input channels, so that it sees the whole RoI and knows where its middle is;
@@ -59,13 +60,18 @@ class SlimConfig:
             before / after the RPN's NMS.
             A scene here holds about 2 people, so 150 proposals after NMS still cover each of them
             many times (300 until 2026-12-03; fewer proposals also mean less NMS and sampling).
-        box_batch_size_per_image: sampled RoIs per image for the box head loss (at most a quarter
-            positive; the mask head trains on those positives). On 2 CPU cores RoIAlign's backward,
-            a single-threaded kernel, was about 20 % of a step. 32 sampled RoIs and 150 proposals
-            instead of 128 and 300 took the quick path from 0.689 bbox AP50 in 160 s wall to 0.735
-            in 106 s (same day), and the default run to 8 min 56 s wall (bbox / segm AP50 0.960 /
-            0.795; 10 min 32 s and 0.963 / 0.789 in an earlier session with 128 and 300). 64 gave 0.985 /
-            0.809 in 10 min 21 s. Numbers and commands: 01 README "Results".
+        box_batch_size_per_image: sampled RoIs per image for the box head loss (the positives among
+            them train the mask head). On 2 CPU cores RoIAlign's backward, a single-threaded
+            kernel, was about 20 % of a step. 32 sampled RoIs and 150 proposals instead of 128 and
+            300 (a quarter positive in both) took the quick path from 0.689 bbox AP50 in 160 s wall
+            to 0.735 in 106 s (same morning) and the default run to 8 min 56 s wall (bbox / segm
+            AP50 0.960 / 0.795; 10 min 32 s and 0.963 / 0.789 in an earlier session with 128 and
+            300); 64 gave 0.985 / 0.809 in 10 min 21 s. Numbers and commands: 01 README "Results".
+        box_positive_fraction: the largest share of those sampled RoIs that may be positive (IoU >=
+            0.5 with a person; torchvision: 0.25). The mask head learns only from the positives, so
+            with 32 RoIs 0.25 gave it at most 8 per image and 0.5 gives 16: segm AP50 0.830 vs
+            0.795, segm AP 0.385 vs 0.359, bbox AP50 0.961 vs 0.960 for the default run, with steps
+            7 % slower; 0.75 gave 0.928 / 0.824. The 4-epoch quick path keeps 0.25 (tour.py).
         box_conv_layers: channels of 3x3 convolutions on the 7 x 7 RoI features before the box
             head's fully connected layer (the v2 recipe's head); empty: torchvision's two-layer MLP.
         representation_size: width of the box head's fully connected layer(s).
@@ -103,6 +109,7 @@ class SlimConfig:
     rpn_post_nms_top_n_train: int = 150
     rpn_post_nms_top_n_test: int = 100
     box_batch_size_per_image: int = 32
+    box_positive_fraction: float = 0.5
     box_conv_layers: tuple[int, ...] = ()
     representation_size: int = 256
     mask_layers: tuple[int, ...] = (64, 64, 64, 64)
@@ -300,6 +307,7 @@ def slim_maskrcnn(num_classes: int, config: SlimConfig | dict | None = None) -> 
         box_head=box_head,
         box_predictor=FastRCNNPredictor(config.representation_size, num_classes),
         box_batch_size_per_image=config.box_batch_size_per_image,
+        box_positive_fraction=config.box_positive_fraction,
         box_nms_thresh=config.box_nms_thresh,
         box_detections_per_img=config.box_detections_per_img,
         mask_roi_pool=MultiScaleRoIAlign(levels, output_size=MASK_ROI_SIZE, sampling_ratio=2),

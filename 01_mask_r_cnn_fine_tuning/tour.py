@@ -25,6 +25,9 @@ QUICK_ARGS = [
     "--clip-grad-norm", "10",  # lr 0.02 after 50 steps: without it one run in a few diverges
     "--workers", "0",
     "--image-size", "192", "288",  # 224 px (128 sampled RoIs then): bbox AP50 0.73 but 136 s
+    # a quarter of the RoIs positive, not the default half: in 4 epochs the half gave bbox AP50
+    # 0.601 vs 0.735 and 7 % more time (the half pays off over the default run's 12 epochs)
+    "--slim", "box_positive_fraction=0.25",
 ]  # fmt: skip
 SMOKE_ARGS = ["--epochs", "1", "--dry-run"]
 

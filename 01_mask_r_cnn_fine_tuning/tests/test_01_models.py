@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -208,8 +209,11 @@ def test_engine_sets_the_dataset_epoch_so_flips_change_every_epoch():
 
 
 def test_slim_fields_reach_the_model_and_extra_cannot_override_them():
-    model = slim_maskrcnn(2, SlimConfig(box_nms_thresh=0.65, extra={"box_score_thresh": 0.2}))
+    config = SlimConfig(box_nms_thresh=0.65, box_positive_fraction=0.4, box_batch_size_per_image=20)
+    model = slim_maskrcnn(2, replace(config, extra={"box_score_thresh": 0.2}))
     assert model.roi_heads.nms_thresh == 0.65
+    sampler = model.roi_heads.fg_bg_sampler
+    assert (sampler.positive_fraction, sampler.batch_size_per_image) == (0.4, 20)
     assert model.roi_heads.score_thresh == 0.2
     with pytest.raises(UserError, match=r"extra sets \['box_nms_thresh'\]"):
         slim_maskrcnn(2, SlimConfig(extra={"box_nms_thresh": 0.7}))

@@ -71,7 +71,9 @@ def test_loss_falls_on_a_tiny_set(workdir):
     ).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     losses = []
-    for _ in range(12):
+    # 20 steps: the summed loss is noisy step to step (its box term grows with the positives
+    # sampled), so 12 fell by 25 % with a quarter of the RoIs positive but not with half
+    for _ in range(20):
         loss = sum(model(list(images), list(targets)).values())
         optimizer.zero_grad()
         loss.backward()
