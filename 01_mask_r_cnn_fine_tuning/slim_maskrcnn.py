@@ -22,8 +22,9 @@ torchvision's ``MaskRCNN`` class with a smaller backbone and smaller heads; ever
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -120,6 +121,23 @@ class SlimConfig:
     box_detections_per_img: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every field holds a value of its default's kind (from --slim or a checkpoint alike)."""
+        for f in fields(self):
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            value = getattr(self, f.name)
+            if not _same_kind(value, default):
+                raise UserError(
+                    f"slim model option {f.name}={value!r} is not like its default {default!r}",
+                    fix=f"e.g. --slim {f.name}={json.dumps(_jsonable(default))}",
+                )
+        if not 0 < self.box_positive_fraction <= 1:
+            raise UserError(
+                f"slim model option box_positive_fraction must be in (0, 1], got "
+                f"{self.box_positive_fraction}",
+                fix="e.g. --slim box_positive_fraction=0.5",
+            )
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SlimConfig:
         """Rebuild from :func:`dataclasses.asdict` output read back from JSON (lists -> tuples)."""
@@ -133,6 +151,24 @@ class SlimConfig:
             key: _tuples(value) if key != "extra" else dict(value) for key, value in values.items()
         }
         return cls(**converted)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """``value`` is of ``default``'s kind: bool, int, number, str, dict, or a sequence of those."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, tuple):
+        element = default[0] if default else 0  # the empty defaults are lists of channels
+        return isinstance(value, list | tuple) and all(_same_kind(v, element) for v in value)
+    return isinstance(value, type(default))
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
 
 
 def _tuples(value: Any) -> Any:

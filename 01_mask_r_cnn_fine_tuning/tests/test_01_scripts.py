@@ -220,6 +220,8 @@ def test_copy_paste_draws_people_from_the_training_split_only(workdir):
         (train, ["--data-path", "no/such/folder"], "--data-path: no such file or folder"),
         (train, ["--weights", "coco", "--dry-run"], "maskrcnn_slim has no COCO weights"),
         (train, ["--slim", "fpn_chanels=3", "--dry-run"], "unknown slim model options"),
+        (train, ["--slim", "fpn_channels=abc", "--dry-run"], "fpn_channels='abc' is not like"),
+        (train, ["--slim", "box_positive_fraction=2"], "box_positive_fraction must be in (0, 1]"),
         (train, ["--epochs", "0"], "--epochs must be a positive integer"),
         (train, ["--mask-loss-weight", "0"], "--mask-loss-weight must be > 0"),
         (train, ["--copy-paste", "1.5"], "--copy-paste must be in [0, 1]"),
