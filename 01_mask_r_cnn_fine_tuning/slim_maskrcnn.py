@@ -129,7 +129,7 @@ class SlimConfig:
             if not _same_kind(value, default):
                 raise UserError(
                     f"slim model option {f.name}={value!r} is not like its default {default!r}",
-                    fix=f"e.g. --slim {f.name}={json.dumps(_jsonable(default))}",
+                    fix=f"e.g. --slim {f.name}={json.dumps(default, separators=(',', ':'))}",
                 )
         if not 0 < self.box_positive_fraction <= 1:
             raise UserError(
@@ -165,10 +165,6 @@ def _same_kind(value: Any, default: Any) -> bool:
         element = default[0] if default else 0  # the empty defaults are lists of channels
         return isinstance(value, list | tuple) and all(_same_kind(v, element) for v in value)
     return isinstance(value, type(default))
-
-
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
 
 
 def _tuples(value: Any) -> Any:
