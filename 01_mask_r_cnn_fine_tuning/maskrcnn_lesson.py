@@ -27,9 +27,10 @@
 # - **Dataset**: the built-in `pedestrians` set, drawn on first use in the exact layout of the
 #   Penn-Fudan database (`PNGImages/`, `PedMasks/`, `Annotation/`); the real PennFudanPed is read by
 #   the same reader (`python train.py --data pennfudan`).
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): 2 CPU cores, about
-#   two to three minutes (118-187 s in four builds; this machine's speed varies), most of it the
-#   short training in section 7; seconds in smoke mode.
+# - **Run time** (measured with `python -m detseg.notebooks build --execute`): 2 CPU cores, one
+#   and a half to three minutes by machine (77 s on the Intel Xeon VM of 2026-12-06, 118-187 s in
+#   four builds on the earlier AMD EPYC VM), most of it the short training in section 7; seconds
+#   in smoke mode.
 
 # %% [markdown]
 # ## Setup
@@ -51,7 +52,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torchvision
+from mask_detail import DETAIL_KEYS
 from maskrcnn_data import load_splits, torch_datasets
+from matrix_nms import matrix_nms_decay
 from models_maskrcnn import build_model, count_parameters, replace_heads
 from slim_maskrcnn import SlimConfig, receptive_field, slim_mask_head
 from torchvision.models.detection._utils import Matcher
@@ -167,7 +170,9 @@ for name, model in (("maskrcnn_resnet50_fpn", big), ("maskrcnn_slim", slim)):
 # gets the deep features, upsampled, plus its own sharper ones through a lateral 1x1 convolution.
 # Small objects are then found on the fine levels, large ones on the coarse levels, all with the
 # same number of channels. The slim model feeds stages 2-4 (strides 8, 16, 32) to a 64-channel FPN;
-# `pool` is a max-pooled extra level (stride 64) that only the RPN uses.
+# `pool` is a max-pooled extra level (stride 64) that only the RPN uses. Two more entries serve the
+# mask head alone (section 6): `detail`, stage 1 (stride 4) through a 1x1 convolution, and `image`,
+# the normalised input itself.
 
 # %%
 slim.eval()
@@ -204,11 +209,12 @@ def anchors_by_hand(grid_h: int, grid_w: int, stride: int, sizes, ratios) -> tor
 
 
 generator = slim.rpn.anchor_generator
-all_anchors = generator(images, list(features.values()))[0]  # every level, concatenated
+levels = [feature for name, feature in features.items() if name not in DETAIL_KEYS]  # the FPN's
+all_anchors = generator(images, levels)[0]  # every level, concatenated
 level0 = features["0"]
 mine = anchors_by_hand(*level0.shape[-2:], 8, generator.sizes[0], generator.aspect_ratios[0])
 torch.testing.assert_close(mine, all_anchors[: len(mine)])
-print(f"{len(all_anchors)} anchors on {len(features)} levels; level 0 equals torchvision's")
+print(f"{len(all_anchors)} anchors on {len(levels)} levels; level 0 equals torchvision's")
 
 # %% [markdown]
 # During training each anchor gets a label by its best IoU with a ground-truth box: >= 0.7 is
@@ -340,6 +346,71 @@ plt.show()
 print("slim model's mask head:", slim.roi_heads.mask_head)
 
 # %% [markdown]
+# **What a stride of 8 cannot draw.** Seeing the whole RoI is not enough when the RoI's cells
+# are coarse: the FPN level the mask head reads has a stride of 8, so a person 45 px wide spans
+# about 6 cells, and the slivers of a person standing behind another fall between them. Below,
+# for every validation person, the 28 x 28 target cut from the pixels is compared with the best
+# a stride-8 head could draw: the same mask averaged to the stride-8 grid, pooled 14 x 14 and
+# upsampled to 28 x 28. Even this perfect coarse prediction misses a person behind another by
+# much more than a person alone, and some fall below IoU 0.5 (a miss for AP50) before any learning.
+# Hence the slim model's **detail branch** (`mask_detail.py`, `--slim mask_detail=16`, the
+# default): the head's output is upsampled to 28 x 28 and refined there by two convolutions that
+# also see the RoI's own pixels and ResNet's stride-4 stage, each pooled on the 28 x 28 grid.
+
+
+# %%
+def coarse_mask_iou(mask: torch.Tensor, box: torch.Tensor, stride: int) -> float:
+    """IoU of a mask's 28 x 28 target with what a ``stride`` grid keeps of it (both > 0.5)."""
+    mask = mask.float()[None, None]  # [1, 1, H, W]
+    target = roi_align(mask, [box[None]], 28, 1.0, 2)[0, 0] > 0.5
+    cells = 14 if stride == 8 else 28  # the RoI grid of the slim head / of the detail branch
+    pooled = roi_align(torch.nn.functional.avg_pool2d(mask, stride), [box[None]], cells, 1 / stride)
+    drawn = torch.nn.functional.interpolate(pooled, size=28, mode="bilinear")[0, 0] > 0.5
+    return float((target & drawn).sum() / (target | drawn).sum())
+
+
+kept = {("alone", 8): [], ("alone", 4): [], ("behind", 8): [], ("behind", 4): []}
+for index in range(len(val_set)):
+    _, target = val_set[index]
+    boxes = target["boxes"]
+    overlap = box_iou(boxes, boxes)
+    for person in range(len(boxes)):
+        others = [k for k in range(len(boxes)) if k != person]
+        behind = any(overlap[person, k] > 0.05 and boxes[k, 3] > boxes[person, 3] for k in others)
+        for stride in (8, 4):
+            iou = coarse_mask_iou(target["masks"][person], boxes[person], stride)
+            kept[("behind" if behind else "alone", stride)].append(iou)
+for (kind, stride), ious in kept.items():
+    ious = np.array(ious)
+    print(
+        f"{kind:>6}, stride {stride}: {len(ious)} people, mean IoU {ious.mean():.2f}, "
+        f"below 0.5: {int((ious < 0.5).sum())}"
+    )
+
+# %% [markdown]
+# **Which detections are duplicates?** At inference the box head's NMS drops a detection whose
+# box overlaps a higher-scored one by more than a threshold. That cannot tell a second detection
+# of the same person from a person standing behind another: both boxes overlap a lot. Their masks
+# tell them apart. The slim model therefore keeps box NMS loose (IoU 0.8) and then applies
+# **Matrix NMS** (SOLOv2, Wang et al. 2020; `matrix_nms.py`) to the pasted masks: each score is
+# multiplied by `exp(-(iou^2 - c^2) / sigma)` for its largest mask overlap `iou` with a
+# higher-scored detection, where `c` forgives an overlap that the higher one itself already has.
+# Three masks: a person, a duplicate of it, and a person right behind it. Box NMS at the old
+# threshold of 0.6 would have deleted both the duplicate and the person behind.
+
+# %%
+person = torch.zeros(40, 30, dtype=torch.bool)
+person[5:40, 8:20] = True
+duplicate = torch.zeros_like(person)
+duplicate[6:40, 8:21] = True  # nearly the same pixels
+behind = torch.zeros_like(person)  # someone right behind: a head above, slivers either side
+behind[2:5, 11:17] = behind[5:36, 7:8] = behind[5:36, 20:21] = True
+boxes = torch.tensor([[8.0, 5, 20, 40], [8, 6, 21, 40], [7, 2, 21, 36]])  # each mask's extent
+decay = matrix_nms_decay(torch.stack([person, duplicate, behind]), torch.ones(3), sigma=0.5)
+print("box IoU with the first:", [round(float(v), 2) for v in box_iou(boxes[:1], boxes)[0]])
+print("score factor:          ", [round(float(v), 2) for v in decay])
+
+# %% [markdown]
 # ## 7. Fine-tuning vs training from scratch
 #
 # **Fine-tuning** (the torchvision tutorial) starts from the detector trained on COCO's 80 classes
@@ -365,9 +436,10 @@ print(coco_model.roi_heads.box_predictor)
 # slow on machines without a proper CUDA". **Training from scratch** needs no download and is
 # what runs here: the slim model (ResNet-18 FPN with 64 channels, heads a quarter of the size,
 # 256 px images, fewer proposals) learns the pedestrians in minutes on two cores. The run below uses
-# the lesson's quick path (`tour.py`): four epochs at 192 px, about two minutes, enough for a bbox
-# AP50 above 0.5 (0.73 here); the README gives the default run (`python train.py`: 12 epochs at
-# 256 px in about 10 minutes, bbox AP50 0.96, segm AP50 0.83).
+# the lesson's quick path (`tour.py`): four epochs at 192 px, one and a half to three minutes by
+# machine, enough for a bbox AP50 above 0.5 (0.82 on 2026-12-06); the README gives the default run
+# (`python train.py`: 12 epochs at 256 px in 6.5 minutes on that day's machine, bbox AP50 0.95,
+# segm AP50 0.83 on the 34 validation images and 0.84-0.86 on 300 fresh scenes).
 
 # %%
 from tour import QUICK_ARGS, SMOKE_ARGS  # noqa: E402
@@ -415,6 +487,10 @@ print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.0f} s")
 #   is possible on a CPU when the model, the images and the number of proposals are small.
 # - Copy-paste augmentation multiplies the occlusions a model sees at no cost per step; it raised
 #   bbox AP50 here (0.96 vs 0.92 in the README's runs) but not the masks of people behind another.
+# - A mask can be no finer than the features it is drawn from: the detail branch (the RoI's
+#   pixels and a stride-4 map at 28 x 28) made the masks sharper (segm AP 0.40 vs 0.32 on 300
+#   fresh scenes), and Matrix NMS on the masks, instead of a strict box NMS, keeps a person behind
+#   another while it still pushes duplicates down the ranking.
 #
 # ## Exercises
 #
@@ -427,3 +503,6 @@ print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.0f} s")
 #    AP with `detseg.metrics.evaluate_coco(...).per_class_ap`.
 # 4. With internet access, fine-tune `maskrcnn_mobilenet_v3_fpn --weights coco` on the real
 #    PennFudanPed (`--data pennfudan`) and compare its speed and AP with the slim model.
+# 5. Train once with `--slim mask_detail=0 --slim mask_nms_sigma=0 --slim box_nms_thresh=0.6`
+#    and score both models with `python evaluate.py --data-seed 7 --num-images 300 --split all`:
+#    which group of people (alone, in front, behind another) do the two additions help?

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 import torchvision
-from slim_maskrcnn import SlimConfig, slim_maskrcnn
+from slim_maskrcnn import SlimConfig, checkpoint_slim_fields, slim_maskrcnn
 from torch import nn
 from torchvision.models.detection import (
     FasterRCNN,
@@ -303,7 +303,9 @@ def load_trained(path: str | Path, *, device: torch.device | str = "cpu") -> tup
         num_classes=int(config["num_classes"]),
         weights="none",
         image_size=config.get("image_size"),
-        slim=config.get("slim") if config["model"] == "maskrcnn_slim" else None,
+        slim=checkpoint_slim_fields(config.get("slim") or {})
+        if config["model"] == "maskrcnn_slim"
+        else None,
     )
     load_model_state(
         model,

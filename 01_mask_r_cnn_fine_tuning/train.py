@@ -116,8 +116,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mask-loss-weight",
         type=float,
-        default=1.0,
-        help="factor on loss_mask in the summed loss (the logged loss_mask is scaled too)",
+        default=2.0,
+        help="factor on loss_mask in the summed loss (the logged loss_mask is scaled too); the "
+        "mask branch trains from scratch and learns slowest",
     )
     return parser
 

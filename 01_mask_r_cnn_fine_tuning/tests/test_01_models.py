@@ -83,6 +83,8 @@ def test_slim_backbone_strides_and_channels():
         "1": (1, 32, 8, 12),  # stride 16
         "2": (1, 32, 4, 6),  # stride 32
         "pool": (1, 32, 2, 3),  # stride 64 (max pool of the last level, RPN only)
+        "detail": (1, 16, 32, 48),  # stride 4, the mask head's detail branch only
+        "image": (1, 3, 128, 192),  # the input itself, for the same branch
     }
 
 
