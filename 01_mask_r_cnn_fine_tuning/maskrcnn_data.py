@@ -112,6 +112,7 @@ def load_splits(
     val_fraction: float = 0.2,
     seed: int = 0,
     num_images: int | None = None,
+    data_seed: int = 0,
 ) -> DataSplits:
     """Read the dataset chosen by ``--data`` / ``--data-path`` and split it into train / val.
 
@@ -119,8 +120,10 @@ def load_splits(
         data: one of :data:`DATA_CHOICES` (ignored when ``data_path`` is given).
         data_path: a PennFudan folder, a COCO JSON, or a folder with ``annotations/``.
         val_fraction: share of images held out when the source has no split of its own.
-        seed: seed of that split (the built-in data itself is always drawn with seed 0).
+        seed: seed of that split.
         num_images: size of a built-in dataset (default: the recipe's, 16 in smoke mode).
+        data_seed: seed a built-in dataset is drawn with (0 for training; another seed gives
+            fresh scenes that no model trained on seed 0 has seen, e.g. for ``evaluate.py``).
     Raises:
         UserError: an unknown name, an unreadable path, a dataset too small to split; offline, the
             real download names its URL and the built-in stand-in.
@@ -130,11 +133,11 @@ def load_splits(
     if data_path is not None:
         return _read_path(Path(data_path), val_fraction=val_fraction, seed=seed)
     if data == "pedestrians":
-        folder = recipes.ensure("pedestrians", num_images=num_images)
+        folder = recipes.ensure("pedestrians", seed=data_seed, num_images=num_images)
         dataset = pennfudan.read(folder / "PennFudanPed")
         return split_dataset(dataset, val_fraction=val_fraction, seed=seed)
     if data == "shapes":
-        folder = recipes.ensure("shapes", num_images=num_images)
+        folder = recipes.ensure("shapes", seed=data_seed, num_images=num_images)
         return _read_path(folder, val_fraction=val_fraction, seed=seed)
     if data == "pennfudan":
         folder = download.download("pennfudan")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from torch import nn
+from torchvision.ops import box_iou
 
 from detseg.boxes import box_convert
 from detseg.data.formats import coco
@@ -142,3 +143,50 @@ def evaluate_model(
     """:func:`predict_batches` then :func:`evaluate_outputs` (``loader`` must cover ``dataset``)."""
     outputs, image_ids = predict_batches(model, loader, device)
     return evaluate_outputs(outputs, image_ids, dataset, iou_types=iou_types)
+
+
+OCCLUSION_GROUPS = ("alone", "in_front", "behind")
+
+
+def people_by_occlusion(
+    outputs: Sequence[Mapping[str, torch.Tensor]],
+    targets: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    overlap: float = 0.05,
+    mask_threshold: float = MASK_THRESHOLD,
+) -> dict[str, dict[str, int]]:
+    """How many ground-truth objects some detection's mask finds (mask IoU >= 0.5), by occlusion.
+
+    On a street the object whose box ends lower stands nearer. An object is ``"behind"`` when the
+    box of an object ending lower overlaps its box (box IoU > ``overlap``), ``"in_front"`` when only
+    boxes ending higher overlap it, else ``"alone"``. Scores are ignored: this counts what the masks
+    can find at all, the ceiling of segm recall at IoU 0.5.
+
+    Args:
+        outputs: per image ``{"masks": [M, 1, H, W]`` probabilities, ...}`` (torchvision's output).
+        targets: per image ``{"boxes": [N, 4]`` xyxy, ``"masks": [N, H, W]`` 0/1}``.
+    Returns:
+        ``{group: {"objects": n, "found": k}}`` for each of :data:`OCCLUSION_GROUPS`.
+    """
+    counts = {group: {"objects": 0, "found": 0} for group in OCCLUSION_GROUPS}
+    for output, target in zip(outputs, targets):
+        boxes = target["boxes"].float()
+        truth = target["masks"].flatten(1).float()  # [N, HW]
+        predicted = (output["masks"][:, 0] > mask_threshold).flatten(1).float()  # [M, HW]
+        inter = truth @ predicted.T  # [N, M]
+        union = truth.sum(1)[:, None] + predicted.sum(1)[None, :] - inter
+        best = (
+            (inter / union.clamp(min=1)).amax(dim=1) if len(predicted) else torch.zeros(len(boxes))
+        )
+        overlaps = box_iou(boxes, boxes).fill_diagonal_(0) > overlap  # [N, N]
+        lower = boxes[:, 3][None, :] > boxes[:, 3][:, None]  # [i, j]: j ends lower than i
+        for index in range(len(boxes)):
+            if (overlaps[index] & lower[index]).any():
+                group = "behind"
+            elif overlaps[index].any():
+                group = "in_front"
+            else:
+                group = "alone"
+            counts[group]["objects"] += 1
+            counts[group]["found"] += int(best[index] >= 0.5)
+    return counts

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from maskrcnn_eval import label_to_category, predictions_to_coco
+from maskrcnn_eval import label_to_category, people_by_occlusion, predictions_to_coco
 from models_maskrcnn import MODELS, build_model, has_masks, replace_heads
 from pycocotools import mask as mask_utils
 from slim_maskrcnn import (
@@ -219,3 +219,30 @@ def test_slim_fields_reach_the_model_and_extra_cannot_override_them():
     assert model.roi_heads.score_thresh == 0.2
     with pytest.raises(UserError, match=r"extra sets \['box_nms_thresh'\]"):
         slim_maskrcnn(2, SlimConfig(extra={"box_nms_thresh": 0.7}))
+
+
+def test_people_by_occlusion_by_hand():
+    truth = torch.zeros(3, 10, 12, dtype=torch.uint8)
+    truth[0, 0:5, 0:4] = 1  # A: 20 pixels, of which B hides 4 below
+    truth[1, 3:10, 2:6] = 1  # B: 28 pixels, box ends lower: B stands in front of A
+    truth[0, 3:5, 2:4] = 0  # A keeps 16 visible pixels; its box is still [0, 0, 4, 5]
+    truth[2, 0:2, 9:12] = 1  # C: 6 pixels, overlaps nobody
+    boxes = torch.tensor([[0.0, 0, 4, 5], [2, 3, 6, 10], [9, 0, 12, 2]])  # box IoU(A, B) = 4 / 44
+    predicted = torch.zeros(3, 1, 10, 12)
+    predicted[0, 0] = truth[1] * 0.9  # B exactly
+    predicted[1, 0] = (truth[0] | truth[1]) * 0.8  # A and B together: IoU with A 16 / 44
+    predicted[2, 0, 0:2, 8:11] = 0.7  # C shifted by one column: IoU 4 / 8 = 0.5 counts
+    lone = torch.zeros(1, 10, 12, dtype=torch.uint8)
+    lone[0, 4:8, 4:8] = 1
+    counts = people_by_occlusion(
+        [{"masks": predicted}, {"masks": torch.zeros(0, 1, 10, 12)}],  # nothing detected
+        [
+            {"boxes": boxes, "masks": truth},
+            {"boxes": torch.tensor([[4.0, 4, 8, 8]]), "masks": lone},
+        ],
+    )
+    assert counts == {
+        "alone": {"objects": 2, "found": 1},
+        "in_front": {"objects": 1, "found": 1},
+        "behind": {"objects": 1, "found": 0},
+    }

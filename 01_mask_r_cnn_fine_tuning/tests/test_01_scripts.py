@@ -23,7 +23,9 @@ from detseg.scripts import load_script
 
 FOLDER = Path(__file__).resolve().parents[1]
 # every example folder has a train.py: load these by path under unique names
-train, predict, export = (load_script(FOLDER, name) for name in ("train", "predict", "export"))
+train, predict, export, evaluate = (
+    load_script(FOLDER, name) for name in ("train", "predict", "export", "evaluate")
+)
 
 from detseg.cli import tour_cmd
 from detseg.data.formats import coco
@@ -147,6 +149,28 @@ def test_evaluator_equals_pycocotools_on_this_models_predictions(trained):
     )
 
 
+def test_evaluate_main_on_the_val_split_and_on_fresh_scenes(trained, workdir, capsys):
+    out, result = trained
+    weights = ["--weights", str(out / "last.pt"), "--output-dir", str(workdir / "eval")]
+    own = evaluate.main(weights)
+    # the same images and model as the run's last evaluation (one image at a time here, in
+    # batches of 4 there: padding may move a number by a little)
+    assert own["images"] == len(load_splits("pedestrians").val)
+    assert own["metrics"]["bbox_AP50"] == pytest.approx(result["eval"]["bbox_AP50"], abs=0.05)
+    people = own["people"]
+    assert sum(group["objects"] for group in people.values()) == sum(
+        len(record.boxes) for record in load_splits("pedestrians").val.records
+    )
+    assert all(0 <= group["found"] <= group["objects"] for group in people.values())
+    fresh = evaluate.main([*weights, "--data-seed", "3", "--num-images", "4", "--split", "all"])
+    assert fresh["images"] == 4 and "pedestrians-3-n4" in fresh["data"]
+    assert (workdir / "eval" / "eval.json").is_file()
+    capsys.readouterr()
+    # every image of the training data would include the images it was trained on
+    assert run_cli(evaluate.main, [*weights, "--split", "all"]) == 2
+    assert "would score images the model was trained on" in capsys.readouterr().err
+
+
 def test_predict_main_on_an_image_and_a_video(trained, workdir):
     out, _ = trained
     images = load_splits("pedestrians").val
@@ -227,6 +251,7 @@ def test_copy_paste_draws_people_from_the_training_split_only(workdir):
         (train, ["--copy-paste", "1.5"], "--copy-paste must be in [0, 1]"),
         (predict, ["--source", "x.png", "--weights", "no/such.pt"], "checkpoint not found"),
         (export, ["--weights", "no/such.pt"], "checkpoint not found"),
+        (evaluate, ["--weights", "no/such.pt"], "checkpoint not found"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(workdir, capsys, script, argv, expected):
