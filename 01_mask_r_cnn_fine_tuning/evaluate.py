@@ -27,6 +27,7 @@ from maskrcnn_eval import evaluate_outputs, people_by_occlusion
 from models_maskrcnn import has_masks, load_trained
 
 from detseg import settings
+from detseg.cli.common import add_checkpoint_arg
 from detseg.data.types import DetectionDataset
 from detseg.errors import UserError, run_cli
 
@@ -38,12 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="COCO AP of a trained Mask R-CNN and the people its masks find, by occlusion",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        default=settings.runs_root() / EXAMPLE / "train" / "best.pt",
-        help="checkpoint written by train.py",
-    )
+    add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument(
         "--data", choices=DATA_CHOICES, default=None, help="default: the checkpoint's training data"
     )

@@ -28,6 +28,7 @@ from maskrcnn_data import load_splits
 from models_maskrcnn import has_masks, load_trained
 
 from detseg import settings
+from detseg.cli.common import add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image
 from detseg.errors import UserError, run_cli
 
@@ -39,12 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="ONNX export of a trained Mask R-CNN, parity with eager PyTorch, ORT timing",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        default=settings.runs_root() / EXAMPLE / "train" / "best.pt",
-        help="checkpoint written by train.py",
-    )
+    add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument(
         "--output-dir",
         type=Path,

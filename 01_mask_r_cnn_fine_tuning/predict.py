@@ -32,6 +32,7 @@ import numpy as np
 from models_maskrcnn import load_trained
 
 from detseg import settings
+from detseg.cli.common import add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image, write_image
 from detseg.errors import UserError, run_cli
 from detseg.video import SOURCE_HELP, run_loop
@@ -47,12 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--source", required=True, help=f"an image file, or {SOURCE_HELP}")
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        default=settings.runs_root() / EXAMPLE / "train" / "best.pt",
-        help="checkpoint written by train.py",
-    )
+    add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument(
         "--output-dir",
         type=Path,

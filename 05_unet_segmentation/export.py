@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from segmentation_models import LogitsOnly, load_trained
 
-from detseg import settings
-from detseg.cli.common import positive_int
+from detseg.cli.common import add_checkpoint_arg, positive_int
 from detseg.errors import UserError, run_cli
 from detseg.export import check_parity, export_onnx, ort_run, ort_session, time_inference
 
@@ -35,12 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Export a trained segmentation model to ONNX and check it against PyTorch",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        default=settings.runs_root() / EXAMPLE / "unet-salt" / "best.pt",
-        help="checkpoint written by train.py",
-    )
+    add_checkpoint_arg(parser, example=EXAMPLE, run="unet-salt")
     parser.add_argument(
         "--output", type=Path, default=None, help="ONNX file (default: next to --weights)"
     )

@@ -29,6 +29,7 @@ from seg_training import predict_classes
 from segmentation_models import load_trained, predict_logits
 
 from detseg import settings
+from detseg.cli.common import add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image, write_image
 from detseg.data.torch_datasets import image_to_tensor
 from detseg.data.transforms import Normalize, resize
@@ -47,12 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--source", required=True, help=f"an image file, or {SOURCE_HELP}")
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        default=settings.runs_root() / EXAMPLE / "unet-salt" / "best.pt",
-        help="checkpoint written by train.py",
-    )
+    add_checkpoint_arg(parser, example=EXAMPLE, run="unet-salt")
     parser.add_argument(
         "--output-dir",
         type=Path,

@@ -115,3 +115,12 @@ def test_train_kwargs_and_dry_run(tmp_path):
     dry = common.train_kwargs(parser_for().parse_args(["--dry-run", "--resume", "x.pt"]))
     assert dry["epochs"] == 1 and dry["max_steps_per_epoch"] == 1 and dry["resume"] == Path("x.pt")
     assert dry["output_dir"].name == "dry-run"
+
+
+def test_checkpoint_flag_defaults_to_the_example_runs_best(isolated_dirs):
+    _, runs = isolated_dirs
+    parser = common.add_checkpoint_arg(argparse.ArgumentParser(), example="01_mask_r_cnn")
+    assert parser.parse_args([]).weights == runs / "01_mask_r_cnn" / "train" / "best.pt"
+    named = common.add_checkpoint_arg(argparse.ArgumentParser(), example="05", run="unet-salt")
+    assert named.parse_args([]).weights == runs / "05" / "unet-salt" / "best.pt"
+    assert named.parse_args(["--weights", "w.pt"]).weights == Path("w.pt")

@@ -136,6 +136,23 @@ def add_standard_args(
     return parser
 
 
+def add_checkpoint_arg(
+    parser: argparse.ArgumentParser, *, example: str, run: str = "train"
+) -> argparse.ArgumentParser:
+    """Add ``--weights``: the checkpoint that a predict / export / evaluate script loads.
+
+    Its default is ``<DETSEG_RUNS>/<example>/<run>/best.pt``, where that example's ``train.py``
+    writes by default (``run``: the run folder's name, ``train`` unless the example names its runs).
+    """
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=runs_root() / example / run / "best.pt",
+        help="checkpoint written by train.py",
+    )
+    return parser
+
+
 def positive_int(value: int, flag: str) -> int:
     """``value`` if it is >= 1, else a UserError naming ``flag``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
