@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matrix_nms import mask_iou
 from pycocotools import mask as mask_utils
 from torch import nn
 from torchvision.ops import box_iou
@@ -171,13 +172,8 @@ def people_by_occlusion(
     counts = {group: {"objects": 0, "found": 0} for group in OCCLUSION_GROUPS}
     for output, target in zip(outputs, targets):
         boxes = target["boxes"].float()
-        truth = target["masks"].flatten(1).float()  # [N, HW]
-        predicted = (output["masks"][:, 0] > mask_threshold).flatten(1).float()  # [M, HW]
-        inter = truth @ predicted.T  # [N, M]
-        union = truth.sum(1)[:, None] + predicted.sum(1)[None, :] - inter
-        best = (
-            (inter / union.clamp(min=1)).amax(dim=1) if len(predicted) else torch.zeros(len(boxes))
-        )
+        ious = mask_iou(target["masks"], output["masks"][:, 0] > mask_threshold)  # [N, M]
+        best = ious.amax(dim=1) if ious.shape[1] else torch.zeros(len(boxes))
         overlaps = box_iou(boxes, boxes).fill_diagonal_(0) > overlap  # [N, N]
         lower = boxes[:, 3][None, :] > boxes[:, 3][:, None]  # [i, j]: j ends lower than i
         for index in range(len(boxes)):

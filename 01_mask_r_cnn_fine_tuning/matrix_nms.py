@@ -20,6 +20,21 @@ from torch import Tensor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 
+def mask_iou(masks1: Tensor, masks2: Tensor) -> Tensor:
+    """Pairwise IoU of binary masks.
+
+    Args:
+        masks1: bool or 0/1 Tensor[N, H, W].
+        masks2: the same, Tensor[M, H, W].
+    Returns:
+        Tensor[N, M] of IoU values in [0, 1] (0 where both masks are empty).
+    """
+    flat1, flat2 = masks1.flatten(1).float(), masks2.flatten(1).float()  # [N, HW], [M, HW]
+    inter = flat1 @ flat2.T  # [N, M]
+    union = flat1.sum(dim=1)[:, None] + flat2.sum(dim=1)[None, :] - inter
+    return inter / union.clamp(min=1.0)
+
+
 def matrix_nms_decay(masks: Tensor, labels: Tensor, sigma: float) -> Tensor:
     """The factor that each detection's score is multiplied by.
 
@@ -30,10 +45,7 @@ def matrix_nms_decay(masks: Tensor, labels: Tensor, sigma: float) -> Tensor:
     Returns:
         Tensor[N] in (0, 1]; the first (best) detection always keeps 1.
     """
-    flat = masks.flatten(1).float()  # [N, HW]
-    inter = flat @ flat.T  # [N, N]
-    area = flat.sum(dim=1)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1.0)
+    iou = mask_iou(masks, masks)  # [N, N]
     same_class = labels[:, None] == labels[None, :]
     iou = (iou * same_class).triu(diagonal=1)  # [i, j]: only i scored above j
     compensation = iou.max(dim=0).values  # [N]: c_i, the IoU of i with the detections above it

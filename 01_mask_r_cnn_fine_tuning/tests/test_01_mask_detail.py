@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from mask_detail import DETAIL_KEYS, DetailBackbone, DetailRoIPool, FPNLevelsRPN
-from matrix_nms import MatrixNMSTransform, matrix_nms_decay
+from matrix_nms import MatrixNMSTransform, mask_iou, matrix_nms_decay
 from models_maskrcnn import build_model
+from pycocotools import mask as mask_utils
 from slim_maskrcnn import (
     SlimConfig,
     checkpoint_slim_fields,
@@ -164,3 +166,16 @@ def test_model_with_matrix_nms_rescores_and_sorts_its_detections():
     expected, order = (before["scores"] * decay).sort(descending=True)
     torch.testing.assert_close(after["scores"], expected)
     torch.testing.assert_close(after["boxes"], before["boxes"][order])
+
+
+def test_mask_iou_equals_pycocotools_on_random_masks():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        first = torch.rand(4, 20, 30, generator=generator) > 0.6
+        second = torch.rand(3, 20, 30, generator=generator) > 0.4
+        second[0] = False  # an empty mask: IoU 0 with everything
+        encode = lambda masks: mask_utils.encode(  # noqa: E731
+            np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8))
+        )
+        reference = mask_utils.iou(encode(first), encode(second), [0, 0, 0])  # [4, 3]
+        np.testing.assert_allclose(mask_iou(first, second).numpy(), reference, atol=1e-6)
