@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Fine-tune Mask R-CNN (torchvision) on PennFudan or COCO-layout data",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_standard_args(parser, example=EXAMPLE, epochs=12, batch_size=4, lr=0.02, workers=1)
+    add_standard_args(parser, example=EXAMPLE, epochs=16, batch_size=4, lr=0.02, workers=1)
     parser.add_argument("--model", choices=list(MODELS), default="maskrcnn_slim")
     parser.add_argument(
         "--data",
@@ -92,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument(
-        "--lr-steps", type=int, nargs="*", default=[9, 11], help="epochs after which lr x 0.1"
+        "--lr-steps", type=int, nargs="*", default=[12, 15], help="epochs after which lr x 0.1"
     )
     parser.add_argument("--warmup-iters", type=int, default=100, help="linear warm-up steps")
     parser.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients")
@@ -101,7 +101,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--copy-paste",
         type=float,
-        default=0.5,
+        default=1.0,
         metavar="P",
         help="probability that a training image gets 1-2 objects of another training image "
         "pasted in (copy-paste augmentation, Ghiasi et al. 2021; 0 = off)",
