@@ -8,8 +8,9 @@
     python train.py --resume                          # continue <output-dir>/last.pt exactly
 
 Every epoch: SGD with momentum, linear warm-up, step decay at ``--lr-steps``, checkpoints
-``last.pt`` / ``best.pt`` (by ``--best-metric``), COCO bbox and segm AP on the validation images with
-``detseg.metrics`` (the same numbers as pycocotools), ``metrics.json`` and a training-curve plot.
+``last.pt`` / ``best.pt`` (by ``--best-metric``, default the mask AP), COCO bbox and segm AP on the
+validation images with ``detseg.metrics`` (the same numbers as pycocotools), ``metrics.json`` and a
+training-curve plot.
 """
 
 from __future__ import annotations
@@ -96,7 +97,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup-iters", type=int, default=100, help="linear warm-up steps")
     parser.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients")
-    parser.add_argument("--best-metric", default="bbox_AP50", help="eval number that picks best.pt")
+    parser.add_argument(
+        "--best-metric",
+        default=None,
+        help="eval number that picks best.pt (default: segm_AP for models with masks, else bbox_AP, "
+        "COCO's main numbers)",
+    )
     parser.add_argument("--no-hflip", action="store_true", help="no horizontal-flip augmentation")
     parser.add_argument(
         "--copy-paste",
@@ -265,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evaluate_fn=evaluate,
         warmup_iters=args.warmup_iters,
         clip_grad_norm=args.clip_grad_norm,
-        best_metric=args.best_metric,
+        best_metric=args.best_metric or ("segm_AP" if "segm" in iou_types else "bbox_AP"),
         step_fn=weighted_step(args.mask_loss_weight),
         **kwargs,
     )

@@ -92,6 +92,10 @@ def test_train_main_returns_the_metrics_it_wrote(trained):
     assert result["final"]["eval/bbox_AP50"] == result["eval"]["bbox_AP50"]
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
     assert (out / "metrics.json").is_file() and (out / "predictions.png").is_file()
+    # best.pt by the mask AP unless --best-metric says otherwise
+    scores = [entry["eval"]["segm_AP"] for entry in result["history"]]
+    assert result["best"]["metric"] == "segm_AP"
+    assert result["best"]["epoch"] == 1 + scores.index(max(scores))
     model, config = load_trained(out / "last.pt")
     assert config["model"] == "maskrcnn_slim" and config["classes"] == ["person"]
     assert model.backbone.out_channels == 32 and model.transform.min_size == (128,)
