@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "images": len(dataset),
         "metrics": evaluate_outputs(outputs, ids, dataset, iou_types=iou_types),
     }
-    if has_masks(model):
+    if "segm" in iou_types:
         result["people"] = people_by_occlusion(outputs, targets)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "eval.json").write_text(json.dumps(result, indent=1))

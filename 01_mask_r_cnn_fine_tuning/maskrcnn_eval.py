@@ -18,9 +18,8 @@ import torch
 from matrix_nms import mask_iou
 from pycocotools import mask as mask_utils
 from torch import nn
-from torchvision.ops import box_iou
 
-from detseg.boxes import box_convert
+from detseg.boxes import box_convert, box_iou
 from detseg.data.formats import coco
 from detseg.data.types import DetectionDataset
 from detseg.metrics import evaluate_coco
