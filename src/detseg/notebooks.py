@@ -88,6 +88,7 @@ def read_source(source: Path) -> Any:
     import jupytext
 
     notebook = jupytext.read(source, fmt="py:percent")
+    _add_colab_cell(notebook, Path(source))
     for index, cell in enumerate(notebook.cells):
         cell["id"] = f"cell-{index}"
     notebook.metadata.pop("jupytext", None)
@@ -97,6 +98,25 @@ def read_source(source: Path) -> Any:
         "language": "python",
     }
     return notebook
+
+
+def _add_colab_cell(notebook: Any, source: Path) -> None:
+    """Insert :func:`detseg.colab.install_cell_source` after the title (first markdown cell) of a
+    lesson inside this repository; sources elsewhere (the harness's own tests) are left as written.
+    """
+    import nbformat
+
+    from detseg import colab
+    from detseg.bench import repo_root
+
+    try:
+        folder = source.resolve().parent.relative_to(repo_root().resolve())
+    except ValueError:
+        return
+    cell = nbformat.v4.new_code_cell(colab.install_cell_source(folder.as_posix()))
+    cell.metadata["tags"] = [colab.INSTALL_CELL_TAG]
+    first_is_title = bool(notebook.cells) and notebook.cells[0]["cell_type"] == "markdown"
+    notebook.cells.insert(1 if first_is_title else 0, cell)
 
 
 def cell_inputs(notebook: Any) -> list[tuple[str, str]]:
@@ -212,11 +232,21 @@ def _kernel_env(smoke: bool) -> dict[str, str]:
     return env
 
 
-def _source_line(source: Path, cell_index: int, num_cells: int) -> int | None:
-    """1-based line of the ``# %%`` marker that opens cell ``cell_index`` in the source."""
+def _source_line(source: Path, notebook: Any, cell_index: int) -> int | None:
+    """1-based line of the ``# %%`` marker that opens cell ``cell_index`` in the source (None for
+    the generated Colab install cell, which has no line)."""
+    from detseg.colab import INSTALL_CELL_TAG
+
     lines = source.read_text(encoding="utf-8").splitlines()
     markers = [number for number, line in enumerate(lines, 1) if line.startswith("# %%")]
-    return markers[cell_index] if len(markers) == num_cells else None
+    added = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if INSTALL_CELL_TAG in cell.get("metadata", {}).get("tags", [])
+    ]
+    if cell_index in added or len(markers) != len(notebook.cells) - len(added):
+        return None
+    return markers[cell_index - sum(1 for index in added if index < cell_index)]
 
 
 def execute_notebook(
@@ -267,7 +297,7 @@ def _cell_error(path: Path, notebook: Any, err: Exception) -> NotebookError:
     if failing is None:  # a timeout leaves no error output: take the last cell that started
         started = [i for i, c in enumerate(notebook.cells) if c.get("execution_count")]
         failing = started[-1] if started else 0
-    line = _source_line(path, failing, len(notebook.cells))
+    line = _source_line(path, notebook, failing)
     where = f"{path}:{line}" if line else str(path)
     source = notebook.cells[failing]["source"]
     return NotebookError(
