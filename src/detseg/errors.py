@@ -10,9 +10,11 @@ and exits with status 2. A traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +61,14 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
 
     ``--debug`` anywhere in ``argv`` lets the exception through with its traceback (the scripts'
     parsers accept and ignore that flag). ``KeyboardInterrupt`` exits 130 without a traceback.
+    An argparse error (unknown flag, invalid choice, a number that is not one) is a UserError too:
+    one line naming the flag, instead of argparse's usage text and error on several lines.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        main(args)
+        with _argparse_errors_in_one_line():
+            main(args)
     except UserError as err:
         if debug:
             raise
@@ -77,3 +82,18 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     return 0
+
+
+@contextlib.contextmanager
+def _argparse_errors_in_one_line() -> Iterator[None]:
+    """While it is active, ``ArgumentParser.error`` raises a :class:`UserError` (and prints nothing)."""
+
+    def error(parser: argparse.ArgumentParser, message: str) -> None:
+        raise UserError(message, fix=f"see '{parser.prog} --help'")
+
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
