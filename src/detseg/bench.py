@@ -528,7 +528,27 @@ def render_readme(readme: Path, results_dir: Path, *, cases: dict[str, Case] | N
     files = sorted(Path(results_dir).glob("*.json")) if Path(results_dir).is_dir() else []
     table = render_table(files, cases=cases).replace("\n", newline)
     new_text = f"{head}{START_MARKER}{newline}{table}{newline}{END_MARKER}{tail}"
+    new_text = _render_examples(new_text, files, newline, readme)
     if new_text == text:
         return False
     readme.write_bytes(new_text.encode("utf-8"))
     return True
+
+
+def _render_examples(text: str, files: list[Path], newline: str, readme: Path) -> str:
+    """Fill the optional examples table (:mod:`detseg.bench_summary`) between its markers."""
+    from detseg import bench_summary
+
+    start, end = bench_summary.START_MARKER, bench_summary.END_MARKER
+    if start not in text and end not in text:
+        return text
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(end) < text.index(start):
+        raise UserError(
+            "needs exactly one pair of examples-table markers, start before end",
+            path=readme,
+            fix=f"put the lines '{start}' and '{end}' (once each) where the table goes",
+        )
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    table = bench_summary.render_examples_table([_read_result(p) for p in files])
+    return f"{head}{start}{newline}{table.replace(chr(10), newline)}{newline}{end}{tail}"
