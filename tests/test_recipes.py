@@ -73,6 +73,7 @@ LAYOUT = {
         "data_road/testing/image_2/um_000000.png",
     ],
     "video": ["video.mp4", "annotations.json"],
+    "tabletop": ["data.yaml", "README.dataset.txt"],  # names: tests/test_recipe_tabletop.py
 }
 
 

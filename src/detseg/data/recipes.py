@@ -25,6 +25,8 @@ road            KITTI road            data_road/{training,testing}/image_2/um_00
                                       375 x 1242 so that CPU training stays feasible
 video           (a street camera)     video.mp4 (mp4v; MJPG video.avi if mp4v is unavailable) and
                                       annotations.json (frame -> boxes xyxy, labels, track ids)
+tabletop        webcam set exported   data.yaml, {train,valid,test}/{images,labels}/ (Roboflow
+                by Roboflow (YOLOv7)  "YOLO v7 PyTorch" export; 320 x 240 frames)
 ==============  ====================  ===========================================================
 
 Image ``i`` depends only on ``(seed, recipe, i)``; the same call writes the same bytes.
@@ -44,6 +46,7 @@ from detseg import settings
 from detseg.data import recipe_writers as writers
 from detseg.data.formats import cityscapes, coco, csvboxes, kitti_road, pennfudan, tgs, voc
 from detseg.data.synthetic import GENERATOR_VERSION
+from detseg.data.synthetic_tabletop import build_tabletop, read_tabletop
 from detseg.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -156,6 +159,13 @@ RECIPES: dict[str, Recipe] = {
         {"height": 240, "width": 320, "fps": 30, "num_objects": 4},
         writers.build_video,
         _read_video,
+    ),
+    "tabletop": Recipe(
+        "tabletop", "detection", "webcam table-top set (ball, cup, lotion), Roboflow YOLOv7", 600,
+        {"height": 240, "width": 320},
+        build_tabletop,
+        read_tabletop,
+        ("train", "val", "test"),
     ),
 }  # fmt: skip
 
