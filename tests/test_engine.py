@@ -339,12 +339,21 @@ class NoisyDataset(Dataset):
         return image + 0.05 * torch.randn_like(image), label
 
 
-def run_toy(output_dir, epochs: int, resume=False) -> dict:
+def run_toy(output_dir, epochs: int, resume=False) -> tuple[dict, int]:
+    """Train the toy run; returns its last.pt and the number of steps THIS call trained."""
     devices.seed_everything(0)
     model = nn.Sequential(tiny_cnn(), nn.Dropout(0.2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     loader = engine.make_loader(NoisyDataset(), 8, shuffle=True, seed=0, workers=0)
+    loss_step = supervised_step(nn.functional.cross_entropy)
+    steps = 0
+
+    def counting_step(model, batch, device):
+        nonlocal steps
+        steps += 1
+        return loss_step(model, batch, device)
+
     quiet_train(
         model,
         loader,
@@ -354,18 +363,27 @@ def run_toy(output_dir, epochs: int, resume=False) -> dict:
         output_dir=output_dir,
         warmup_iters=6,
         resume=resume,
+        step_fn=counting_step,
         config={"epochs": epochs},
     )
-    return engine.load_checkpoint(output_dir / "last.pt")
+    return engine.load_checkpoint(output_dir / "last.pt"), steps
+
+
+TOY_STEPS = 4  # 32 items, batch 8
 
 
 def test_resume_in_process_continues_exactly(tmp_path):
-    uninterrupted = run_toy(tmp_path / "a", epochs=3)
-    first_leg = run_toy(
-        tmp_path / "b", epochs=1
-    )  # stops after epoch 1, warm-up (6 > 4 steps) unfinished
-    resumed = run_toy(tmp_path / "b", epochs=3, resume=True)
+    uninterrupted, all_steps = run_toy(tmp_path / "a", epochs=3)
+    # stops after epoch 1, warm-up (6 > 4 steps) unfinished
+    first_leg, first_steps = run_toy(tmp_path / "b", epochs=1)
+    resumed, resumed_steps = run_toy(tmp_path / "b", epochs=3, resume=True)
     assert first_leg["epoch"] == 1 and resumed["epoch"] == 3
+    # the resumed process trained epochs 2 and 3 only, not the whole run again
+    assert (all_steps, first_steps, resumed_steps) == (3 * TOY_STEPS, TOY_STEPS, 2 * TOY_STEPS)
+    # it carries the first leg's history, timings included (a retrain would have measured anew)
+    assert resumed["history"][0] == first_leg["history"][0]
+    assert resumed["history"][0]["time"] != uninterrupted["history"][0]["time"]
+    assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3]
     assert not torch.equal(first_leg["model"]["0.0.weight"], resumed["model"]["0.0.weight"])
     for name, tensor in uninterrupted["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
@@ -373,6 +391,65 @@ def test_resume_in_process_continues_exactly(tmp_path):
     assert resumed["lr_scheduler"] == uninterrupted["lr_scheduler"]
     losses = [[e["train"]["loss"] for e in c["history"]] for c in (uninterrupted, resumed)]
     assert losses[0] == losses[1]
+
+
+def _perturb_weights(state):
+    state["model"]["0.0.weight"] += 0.01
+
+
+def _perturb_momentum(state):
+    for buffers in state["optimizer"]["state"].values():
+        buffers["momentum_buffer"] *= 0.5
+
+
+def _perturb_lr(state):
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] *= 0.5
+
+
+def _perturb_scheduler(state):
+    state["lr_scheduler"]["gamma"] = 0.9
+
+
+def _perturb_warmup(state):
+    state["warmup"]["step"] = 0
+
+
+def _perturb_rng(state):
+    state["rng"]["torch"] = torch.Generator().manual_seed(123).get_state()
+
+
+PERTURBATIONS = {
+    "weights": _perturb_weights,
+    "momentum": _perturb_momentum,
+    "lr": _perturb_lr,
+    "scheduler": _perturb_scheduler,
+    "warmup": _perturb_warmup,
+    "rng": _perturb_rng,
+}
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    """The uninterrupted toy run and the last.pt of a run stopped after epoch 1."""
+    root = tmp_path_factory.mktemp("toy")
+    uninterrupted, _ = run_toy(root / "a", epochs=3)
+    run_toy(root / "b", epochs=1)
+    return uninterrupted, root / "b" / "last.pt"
+
+
+@pytest.mark.parametrize("part", list(PERTURBATIONS))
+def test_resume_uses_every_part_of_last_pt(toy_runs, tmp_path, part):
+    """Each part of last.pt changed by a little changes the resumed run's result: resume reads it."""
+    uninterrupted, stopped = toy_runs
+    state = engine.load_checkpoint(stopped)
+    PERTURBATIONS[part](state)
+    state["history"][0]["train"]["loss"] = 123.0
+    engine.save_checkpoint(state, tmp_path / "last.pt")
+    resumed, steps = run_toy(tmp_path, epochs=3, resume=True)
+    assert steps == 2 * TOY_STEPS
+    assert resumed["history"][0]["train"]["loss"] == 123.0  # epoch 1 is the file's, not retrained
+    assert not torch.equal(resumed["model"]["0.0.weight"], uninterrupted["model"]["0.0.weight"])
 
 
 def test_resume_errors(tmp_path):

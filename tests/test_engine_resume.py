@@ -1,10 +1,12 @@
 """Kill and resume: a run killed with SIGKILL in epoch 2 and resumed ends bit-identical to one never
 interrupted (CPU, deterministic algorithms, shuffling, a loader worker, dropout, noise augmentation,
-momentum, a scheduler and a warm-up that spans the kill).
+momentum, a scheduler and a warm-up that spans the kill), and the resumed process trained only the
+epochs the killed one had not finished, carrying the killed run's history.
 
 This file is also the child program: ``python test_engine_resume.py OUTPUT_DIR [--resume]
 [--hang-at-step N]`` trains the toy run; with ``--hang-at-step`` it writes ``OUTPUT_DIR/hanging`` at that
-global step and sleeps until it is killed.
+global step and sleeps until it is killed; a run that ends writes the number of steps this process
+trained to ``OUTPUT_DIR/steps-<pid>.txt``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def child(output_dir: Path, resume: bool, hang_at_step: int | None) -> None:
         progress=False,
         config={"lr": 0.05},
     )
+    (output_dir / f"steps-{os.getpid()}.txt").write_text(str(steps))
 
 
 def command(output_dir: Path, *extra: str) -> list[str]:
@@ -122,7 +125,8 @@ def test_kill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path):
             assert victim.poll() is None, logs(tmp_path)
             assert time.monotonic() < deadline, "the child never reached epoch 2"
             time.sleep(0.05)
-        assert engine.load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+        killed = engine.load_checkpoint(tmp_path / "b" / "last.pt")
+        assert killed["epoch"] == 1
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
@@ -130,6 +134,11 @@ def test_kill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     resumed = start(tmp_path, "b", "--resume")
     assert resumed.wait(timeout=120) == 0, logs(tmp_path)
     assert uninterrupted.wait(timeout=120) == 0, logs(tmp_path)
+    # steps trained by each process: the resumed one did epochs 2 and 3 only
+    assert (tmp_path / "a" / f"steps-{uninterrupted.pid}.txt").read_text() == str(
+        3 * STEPS_PER_EPOCH
+    )
+    assert (tmp_path / "b" / f"steps-{resumed.pid}.txt").read_text() == str(2 * STEPS_PER_EPOCH)
 
     expected = engine.load_checkpoint(tmp_path / "a" / "last.pt")
     actual = engine.load_checkpoint(tmp_path / "b" / "last.pt")
@@ -142,8 +151,12 @@ def test_kill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path):
         )
     assert actual["lr_scheduler"] == expected["lr_scheduler"]
     assert actual["warmup"] == expected["warmup"] == {"iters": 6, "factor": 0.001, "step": 12}
+    assert len(actual["history"]) == len(expected["history"]) == 3
     for before, after in zip(expected["history"], actual["history"]):
         assert before["train"] == after["train"] and before["lr"] == after["lr"]
+    # epoch 1 is the killed process's entry, its measured times included, not a retrained one
+    assert actual["history"][0] == killed["history"][0]
+    assert actual["history"][0]["time"] != expected["history"][0]["time"]
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "1", "2", "3"]
 

@@ -276,3 +276,217 @@ def test_coco_dataset_folder_validates_every_split(isolated_dirs):
     assert report.ok, [str(p) for p in report.problems]
     # both splits (annotations/instances_train.json and instances_val.json) were read
     assert report.summary().splitlines()[0].endswith(": 6 images")
+
+
+# --- the checks validate.py makes itself, each planted in every format where it can happen ---
+
+
+def build_twice_size_empty_coco(root):
+    """An image annotated twice, an image of another size than annotated, an empty mask; a crowd
+    annotation whose mask does not match its box is not checked (crowd regions are not objects)."""
+    out = coco.write(root / "ann.json", _samples(3, masks=True), ["cat", "dog"])
+    data = json.loads(out.read_text())
+    data["images"][1]["height"] = H + 2  # annotated 48x34, the file is 48x32
+    data["images"].append(dict(data["images"][0], id=9))  # img0.jpg a second time
+    empty = mask_to_rle(np.zeros((H, W), dtype=bool))
+    data["annotations"][4]["segmentation"] = empty  # image img2.jpg, annotation id=5
+    data["annotations"][5].update(iscrowd=1, bbox=[30, 20, 10, 5])  # mask elsewhere, but crowd
+    out.write_text(json.dumps(data))
+    return out, [
+        (("error", "ann.json", None), "image img0.jpg: annotated twice (also in"),
+        (("error", "ann.json", None), "image img1.jpg: annotated as 48x34 but the image is 48x32"),
+        (("error", "ann.json", None), "annotation id=5 (image img2.jpg): mask is empty"),
+    ]
+
+
+def build_twice_size_voc(root):
+    voc.write(root, _samples(4), ["cat", "dog"])
+    ann = root / "Annotations"
+    for stem, old, new in [
+        ("img1", "<height>32</height>", "<height>31</height>"),
+        ("img3", "<filename>img3.jpg</filename>", "<filename>img0.jpg</filename>"),
+    ]:
+        text = (ann / f"{stem}.xml").read_text()
+        assert old in text
+        (ann / f"{stem}.xml").write_text(text.replace(old, new))
+    return root, [
+        (("error", "Annotations/img1.xml", None), "annotated as 48x31 but the image is 48x32"),
+        (("error", "Annotations/img3.xml", None), "image img0.jpg: annotated twice (also in"),
+        (("warning", "JPEGImages/img3.jpg", None), "image without annotation"),
+    ]
+
+
+def build_shared_stem_yolo(root):
+    data_yaml = yolo.write(root, _samples(2), ["cat", "dog"])
+    images = root / "train" / "images"
+    write_image(images / "img0.png", np.zeros((H, W, 3), np.uint8))
+    return data_yaml, [
+        (("error", "train/images", None), "2 images share the stem 'img0' (and so one label file)"),
+    ]
+
+
+def build_count_differs_pennfudan(root):
+    pennfudan.write(root, _samples(2, masks=True))
+    text_path = root / "Annotation" / "img0.txt"
+    lines = text_path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if "object 2 " not in line]
+    assert len(kept) < len(lines)
+    text_path.write_text("".join(kept))
+    return root, [
+        (("warning", "Annotation/img0.txt", None), "1 objects in the text, 2 in the mask")
+    ]
+
+
+VALIDATE_CHECKS = {
+    "coco": build_twice_size_empty_coco,
+    "voc": build_twice_size_voc,
+    "yolo": build_shared_stem_yolo,
+    "pennfudan": build_count_differs_pennfudan,
+}
+
+
+@pytest.mark.parametrize("format_name", list(VALIDATE_CHECKS))
+def test_validator_own_checks_are_planted_and_found(tmp_path, format_name):
+    path, planted = VALIDATE_CHECKS[format_name](tmp_path)
+    report = validate(path, format_name)
+    _assert_exactly(report, tmp_path, planted)
+    assert report.ok == all(key[0] == "warning" for key, _ in planted)
+
+
+def test_validate_without_image_checks_skips_only_the_image_checks(tmp_path):
+    path, planted = build_twice_size_empty_coco(tmp_path)
+    report = validate(path, "coco", check_images=False)
+    _assert_exactly(report, tmp_path, [p for p in planted if "annotated as" not in p[1]])
+
+
+def test_summary_counts_sizes_classes_and_empty_images(tmp_path):
+    size = 100
+    boxes = {  # COCO area ranges: < 32^2 small, < 96^2 medium, else large
+        0: ([[0, 0, 31, 32], [0, 0, 32, 32]], [0, 1]),  # 992 px small, 1024 px medium
+        1: ([[0, 0, 96, 95], [2, 2, 98, 98]], [1, 1]),  # 9120 px medium, 9216 px large
+        2: (np.zeros((0, 4)), []),  # no objects
+    }
+    samples = [
+        (
+            DetectionRecord(i + 1, f"i{i}.jpg", size, size, np.array(b, np.float32), labels),
+            np.zeros((size, size, 3), np.uint8),
+        )
+        for i, (b, labels) in boxes.items()
+    ]
+    report = validate(coco.write(tmp_path / "a.json", samples, ["cat", "dog"]), "coco")
+    assert report.problems == [] and report.num_images == 3 and report.empty_images == 1
+    assert report.box_sizes == {"small": 1, "medium": 2, "large": 1}
+    assert report.instances_per_class == {"cat": 1, "dog": 3}
+    lines = report.summary().splitlines()
+    assert lines[1:] == [
+        "  instances per class: cat=1, dog=3",
+        "  box sizes (COCO areas, <32^2 / <96^2 / larger): small=1, medium=2, large=1",
+        "  images without objects: 1",
+        "  0 errors, 0 warnings",
+    ]
+
+
+def _segmentation_pairs(count, seed=20):
+    rng = np.random.default_rng(seed)
+    return [
+        (f"p{i}", rng.integers(0, 256, (H, W, 3), dtype=np.uint8), rng.integers(0, 2, (H, W)))
+        for i in range(count)
+    ]
+
+
+def test_tgs_every_problem(tmp_path):
+    pairs = _segmentation_pairs(4)
+    tgs.write(tmp_path, [(name, image, mask) for name, image, mask in pairs], write_csv=True)
+    train = tmp_path / "train"
+    # p0: its mask PNG has another size than the image (the validator's own size check)
+    write_image(train / "masks" / "p0.png", np.zeros((H + 1, W), np.uint8))
+    # p1: no mask PNG, and its train.csv run does not fit the image
+    (train / "masks" / "p1.png").unlink()
+    csv_text = (tmp_path / "train.csv").read_text().splitlines()
+    csv_text = [f"p1,{H * W} 5" if line.startswith("p1,") else line for line in csv_text]
+    (tmp_path / "train.csv").write_text("\n".join(csv_text) + "\n")
+    _break_image(train / "images" / "p2.png")  # unreadable image
+    # p3 is clean; 255 in a mask PNG means salt (> 127), not an out-of-range value
+    report = validate(tmp_path, "tgs")
+    _assert_exactly(
+        report,
+        tmp_path,
+        [
+            (("error", "train/masks/p0.png", None), f"mask ({H + 1}, {W}) and image ({H}, {W})"),
+            (("error", "train.csv", None), "bad RLE for train/images/p1.png: run"),
+            (("error", "train/images/p2.png", None), "not a readable image"),
+        ],
+    )
+    assert report.num_images == 3  # p0, p1, p3 were read; p2 could not be
+
+
+def test_kitti_road_every_problem(tmp_path):
+    pairs = [
+        (f"um_00000{i}", image, mask) for i, (_, image, mask) in enumerate(_segmentation_pairs(4))
+    ]
+    kitti_road.write(tmp_path, pairs)
+    base = tmp_path / "data_road" / "training"
+    gt = sorted((base / "gt_image_2").iterdir())
+    write_image(gt[0], np.zeros((H, W + 2, 3), np.uint8))  # another size than its image
+    write_image(gt[1], np.zeros((H, W), np.uint8))  # grey, not the RGB colour coding
+    _break_image(base / "image_2" / "um_000002.png")
+    report = validate(tmp_path, "kitti_road")
+    _assert_exactly(
+        report,
+        tmp_path,
+        [
+            (("error", f"data_road/training/gt_image_2/{gt[0].name}", None), "differ in size"),
+            (("error", f"data_road/training/gt_image_2/{gt[1].name}", None), "must be an RGB PNG"),
+            (("error", "data_road/training/image_2/um_000002.png", None), "not a readable image"),
+        ],
+    )
+
+
+def test_cityscapes_every_problem(tmp_path):
+    labels = np.zeros((H, W), dtype=np.int64)
+    rng = np.random.default_rng(21)
+    cityscapes.write(
+        tmp_path,
+        [(str(i), rng.integers(0, 256, (H, W, 3), dtype=np.uint8), labels) for i in (1, 2, 3)],
+    )
+    split = tmp_path / "cityscapes_data" / "train"
+    write_image(split / "2.jpg", np.zeros((H, 2 * W - 1, 3), np.uint8))  # odd width
+    _break_image(split / "3.jpg")
+    report = validate(tmp_path, "cityscapes")
+    _assert_exactly(
+        report,
+        tmp_path,
+        [
+            (("error", "cityscapes_data/train/2.jpg", None), f"width {2 * W - 1} is odd"),
+            (("error", "cityscapes_data/train/3.jpg", None), "not a readable image"),
+        ],
+    )
+    assert report.num_images == 1
+
+
+def test_maskpng_channels_and_ignore_index(tmp_path):
+    pairs = _segmentation_pairs(3)
+    maskpng.write(tmp_path, pairs, ["a", "b"])
+    write_image(tmp_path / "masks" / "p0.png", np.zeros((H, W, 3), np.uint8))  # RGB mask
+    ignored = pairs[1][2].copy()
+    ignored[:4] = 255  # ignore_index: legal
+    write_image(tmp_path / "masks" / "p1.png", ignored.astype(np.uint8))
+    ignored[-1, -1] = 2  # one pixel of a class that does not exist
+    write_image(tmp_path / "masks" / "p2.png", ignored.astype(np.uint8))
+    report = validate(tmp_path, "maskpng")
+    _assert_exactly(
+        report,
+        tmp_path,
+        [
+            (("error", "masks/p0.png", None), "single-channel index PNG"),
+            (
+                ("error", "masks/p2.png", None),
+                "1 pixels with values [2] outside 0..1 and ignore 255",
+            ),
+        ],
+    )
+    # the counts leave the ignored pixels out
+    assert (
+        report.instances_per_class["a"] + report.instances_per_class["b"]
+        == 2 * H * W - 2 * 4 * W - 1
+    )

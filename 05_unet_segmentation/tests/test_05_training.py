@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from seg_training import (
     evaluate,
     fit,
     make_datasets,
+    make_step,
     prepare,
     segmentation_loss,
     soft_dice_loss,
@@ -23,7 +25,7 @@ from segmentation_models import build_model
 from torch import nn
 
 from detseg.data import recipes
-from detseg.engine.checkpoint import load_checkpoint
+from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _logits(probabilities: list[list[float]]) -> torch.Tensor:
@@ -153,12 +155,41 @@ def test_learning_loss_falls_and_iou_rises(tmp_path):
     assert last["eval"]["iou_salt"] > 0.4
 
 
+def _counting_step() -> tuple[list[int], object]:
+    """The binary step, counting the steps it trains in this process (``calls[0]``)."""
+    calls, step = [0], make_step(True)
+
+    def counting(model, batch, device):
+        calls[0] += 1
+        return step(model, batch, device)
+
+    return calls, counting
+
+
 def test_time_budget_stops_early_and_resumes_exactly(tmp_path):
-    whole, _ = _tiny_run(tmp_path, "whole", 6, epochs=2)
-    stopped, result = _tiny_run(tmp_path, "budget", 6, epochs=2, time_budget_min=1e-4)
+    whole_calls, step = _counting_step()
+    whole, _ = _tiny_run(tmp_path, "whole", 6, epochs=2, step_fn=step)
+    stop_calls, step = _counting_step()
+    stopped, result = _tiny_run(tmp_path, "budget", 6, epochs=2, time_budget_min=1e-4, step_fn=step)
     assert result["stopped_early"] and len(result["history"]) == 1
-    assert load_checkpoint(tmp_path / "budget" / "last.pt")["epoch"] == 1
-    resumed, result = _tiny_run(tmp_path, "budget", 6, epochs=2, time_budget_min=60, resume=True)
+    killed = load_checkpoint(tmp_path / "budget" / "last.pt")
+    assert killed["epoch"] == 1
+    shutil.copytree(tmp_path / "budget", tmp_path / "perturbed")
+    resume_calls, step = _counting_step()
+    resumed, result = _tiny_run(
+        tmp_path, "budget", 6, epochs=2, time_budget_min=60, resume=True, step_fn=step
+    )
     assert len(result["history"]) == 2 and "stopped_early" not in result
+    # the resumed process trained epoch 2 only, and carries epoch 1 as the stopped run measured it
+    calls = (whole_calls[0], stop_calls[0], resume_calls[0])
+    assert calls[0] == 2 * calls[1] == 2 * calls[2] > 0, calls
+    assert result["history"][0] == killed["history"][0]
     for mine, theirs in zip(resumed.state_dict().values(), whole.state_dict().values()):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    # the resumed weights come from last.pt: a perturbed copy ends elsewhere
+    state = load_checkpoint(tmp_path / "perturbed" / "last.pt")
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] + 0.05
+    save_checkpoint(state, tmp_path / "perturbed" / "last.pt")
+    perturbed, _ = _tiny_run(tmp_path, "perturbed", 6, epochs=2, time_budget_min=60, resume=True)
+    assert not torch.equal(perturbed.state_dict()[first], whole.state_dict()[first])
