@@ -1,0 +1,392 @@
+"""The seed's single-object detector: a frozen backbone and two heads in parallel.
+
+One image holds one object; the model answers "where" (a box, xyxy normalised to [0, 1]) and "what"
+(one of ``C`` classes) at once::
+
+    image [B, 3, S, S] -> frozen backbone -> features [B, F] -+-> box head   -> [B, 4] in [0, 1]
+                                                              +-> class head -> [B, C] logits
+
+The heads are exactly the seed's (PyImageSearch's PyTorch bounding-box regression lesson):
+
+- box head: ``Linear(F, 128) ReLU Linear(128, 64) ReLU Linear(64, 32) ReLU Linear(32, 4) Sigmoid``
+- class head: ``Linear(F, 512) ReLU Dropout Linear(512, 512) ReLU Dropout Linear(512, C)``
+
+Backbones (:data:`BACKBONES`): ``resnet50`` (the seed's, ``F = 2048`` after global average pooling;
+ImageNet weights when they can be downloaded) and ``small`` (5 conv stages, ``F = 2048`` as a
+flattened 4 x 4 x 128 map, pretrained here on a built-in classification task: the shapes cut out of
+the built-in ``shapes`` scenes, see :func:`pretrain_small_backbone`).
+
+Because the backbone is frozen, its features for an image never change: :func:`compute_features`
+runs it once over the dataset and the heads train on that cache (``--cached-features``), instead of
+running the backbone on every image in every epoch as the seed did.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from detseg.data.imageio import read_image
+from detseg.data.types import DetectionDataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def box_head(in_features: int) -> nn.Sequential:
+    """The seed's box regressor: ``in_features -> 128 -> 64 -> 32 -> 4``, sigmoid at the end."""
+    return nn.Sequential(
+        nn.Linear(in_features, 128),
+        nn.ReLU(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
+        nn.Linear(64, 32),
+        nn.ReLU(),
+        nn.Linear(32, 4),
+        nn.Sigmoid(),
+    )
+
+
+def class_head(in_features: int, num_classes: int, dropout: float = 0.5) -> nn.Sequential:
+    """The seed's classifier: ``in_features -> 512 -> 512 -> num_classes`` with dropout."""
+    return nn.Sequential(
+        nn.Linear(in_features, 512),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(512, num_classes),
+    )
+
+
+class SmallBackbone(nn.Module):
+    """Five conv stages (conv-BN-ReLU, max-pool), stride 32: ``[B, 3, S, S] -> [B, 128, S/32, S/32]``.
+
+    ``features`` pools the map to 4 x 4 and flattens it to ``[B, 2048]``: unlike a global average it
+    keeps *where* things are, which the box head needs. ``classify`` (global average + linear) is the
+    head of the pretraining task only.
+    """
+
+    def __init__(
+        self, num_pretrain_classes: int = 5, widths: tuple[int, ...] = (16, 32, 64, 128, 128)
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.classifier = nn.Linear(channels, num_pretrain_classes)
+        self.out_features = channels * 16
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` -> ``[B, out_features]`` (the 4 x 4 map, flattened)."""
+        return self.pool(self.body(images)).flatten(1)
+
+    def classify(self, images: Tensor) -> Tensor:
+        """Pretraining head: ``[B, 3, H, W]`` -> ``[B, num_pretrain_classes]`` logits."""
+        return self.classifier(self.body(images).mean(dim=(2, 3)))
+
+
+def build_resnet50(weights: str = "imagenet") -> nn.Module:
+    """torchvision ResNet-50 with ``fc`` replaced by Identity: ``[B, 3, 224, 224] -> [B, 2048]``.
+
+    Args:
+        weights: ``"imagenet"`` (IMAGENET1K_V1, the seed's ``pretrained=True``; downloaded and
+            hash-checked by :mod:`detseg.pretrained`) or ``"none"`` (random, for tests / dry runs).
+    """
+    import torchvision
+
+    from detseg.pretrained import load_state_dict
+
+    model = torchvision.models.resnet50(weights=None)
+    if weights == "imagenet":
+        state = load_state_dict(
+            torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+            offline_hint="or use --backbone small (pretrained here on built-in data, no download)",
+        )
+        model.load_state_dict(state)
+    model.out_features = model.fc.in_features
+    model.fc = nn.Identity()
+    return model
+
+
+# name -> (image side the backbone is run at, normalisation mean / std)
+BACKBONES: dict[str, dict[str, Any]] = {
+    "small": {"image_size": 128, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)},
+    "resnet50": {"image_size": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+}
+
+
+class TwoHeadDetector(nn.Module):
+    """Frozen ``backbone`` + the seed's box and class heads.
+
+    ``forward(images [B, 3, S, S]) -> (boxes [B, 4] xyxy in [0, 1], logits [B, C])``;
+    ``heads(features [B, F])`` is the same from cached features.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.backbone = backbone
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+        features = int(backbone.out_features)
+        self.box_head = box_head(features)
+        self.class_head = class_head(features, num_classes, dropout)
+
+    def train(self, mode: bool = True) -> TwoHeadDetector:
+        """Train mode for the heads only: the frozen backbone's BatchNorm keeps its statistics."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def heads(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        return self.box_head(features), self.class_head(features)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            features = self.backbone(images)
+        return self.heads(features)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def letterless_resize(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize to ``side`` x ``side`` ignoring the aspect ratio, as the seed did (boxes are stored
+    normalised, so they stay valid)."""
+    import cv2
+
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def to_input(image: np.ndarray, side: int, mean: tuple, std: tuple) -> Tensor:
+    """RGB uint8 ``[H, W, 3]`` -> normalised float ``[3, side, side]``."""
+    resized = letterless_resize(image, side).astype(np.float32) / 255.0
+    tensor = torch.from_numpy(resized).permute(2, 0, 1)
+    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+class SingleObjectImages(Dataset):
+    """Records of a single-object dataset, images read lazily (one file per ``__getitem__``).
+
+    Items: ``(image [3, S, S], box [4] xyxy / image size, label)``; the first box of each record.
+    """
+
+    def __init__(self, dataset: DetectionDataset, indices: list[int], backbone: str) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.spec = BACKBONES[backbone]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def target(self, index: int) -> tuple[Tensor, Tensor]:
+        record = self.dataset.records[self.indices[index]]
+        scale = np.array([record.width, record.height] * 2, dtype=np.float32)
+        box = torch.from_numpy(record.boxes[0] / scale)
+        return box, torch.tensor(int(record.labels[0]))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        record = self.dataset.records[self.indices[index]]
+        image = read_image(self.dataset.image_path(record))
+        spec = self.spec
+        box, label = self.target(index)
+        return to_input(image, spec["image_size"], spec["mean"], spec["std"]), box, label
+
+
+class CachedFeatures(Dataset):
+    """``(features [F], box [4], label)`` from a feature tensor computed once."""
+
+    def __init__(self, features: Tensor, boxes: Tensor, labels: Tensor) -> None:
+        self.features, self.boxes, self.labels = features, boxes, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.features[index], self.boxes[index], self.labels[index]
+
+
+@torch.no_grad()
+def compute_features(
+    backbone: nn.Module, images: SingleObjectImages, batch_size: int = 32, workers: int = 0
+) -> CachedFeatures:
+    """Run the frozen backbone once over every image: the cache the heads train on."""
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    features, boxes, labels = [], [], []
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers)
+    for batch_images, batch_boxes, batch_labels in loader:
+        features.append(backbone(batch_images.to(device)).cpu())
+        boxes.append(batch_boxes)
+        labels.append(batch_labels)
+    return CachedFeatures(torch.cat(features), torch.cat(boxes), torch.cat(labels))
+
+
+@dataclass
+class LossWeights:
+    """The seed's total loss: ``box * MSE(boxes) + label * CrossEntropy(logits)`` (both 1.0)."""
+
+    box: float = 1.0
+    label: float = 1.0
+
+
+def make_step(cached: bool, weights: LossWeights | None = None) -> Callable[..., dict[str, Tensor]]:
+    """Engine step: ``(images or features, boxes, labels)`` -> ``{"loss_box", "loss_class"}``."""
+    weights = weights or LossWeights()
+
+    def step(model: TwoHeadDetector, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        inputs, boxes, labels = (item.to(device) for item in batch)
+        predicted_boxes, logits = model.heads(inputs) if cached else model(inputs)
+        return {
+            "loss_box": weights.box * nn.functional.mse_loss(predicted_boxes, boxes),
+            "loss_class": weights.label * nn.functional.cross_entropy(logits, labels),
+        }
+
+    return step
+
+
+def paired_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
+    """IoU of ``boxes_a[i]`` with ``boxes_b[i]``: ``[N, 4], [N, 4] -> [N]`` (xyxy, any scale)."""
+    from detseg.boxes import box_iou
+
+    return torch.diagonal(box_iou(boxes_a, boxes_b)) if len(boxes_a) else boxes_a.new_zeros(0)
+
+
+@torch.no_grad()
+def evaluate_heads(
+    model: TwoHeadDetector, batches: Any, cached: bool, device: torch.device
+) -> dict[str, float]:
+    """Mean box IoU and class accuracy over ``(inputs, boxes, labels)`` batches."""
+    was_training = model.training
+    model.eval()
+    ious, hits = [], []
+    for inputs, boxes, labels in batches:
+        inputs = inputs.to(device)
+        predicted, logits = model.heads(inputs) if cached else model(inputs)
+        ious.append(paired_iou(predicted.cpu().double(), boxes.double()))
+        hits.append((logits.argmax(1).cpu() == labels).double())
+    model.train(was_training)
+    return {
+        "mean_iou": float(torch.cat(ious).mean()),
+        "class_accuracy": float(torch.cat(hits).mean()),
+    }
+
+
+# --- pretraining the small backbone on a built-in classification task ---------------------------
+
+
+class ShapeCrops(Dataset):
+    """Shapes cut out of built-in ``shapes`` scenes (their box plus a random margin of context),
+    resized to ``side`` x ``side``: a 5-class classification set (circle, triangle, ...).
+
+    Every crop is cut once at construction (uint8, ``side`` x ``side``), each image read once.
+    """
+
+    def __init__(self, dataset: DetectionDataset, side: int = 64, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        crops, labels = [], []
+        for record in dataset.records:
+            image = read_image(dataset.image_path(record))
+            for (x1, y1, x2, y2), label in zip(record.boxes, record.labels):
+                w, h = x2 - x1, y2 - y1
+                m = rng.uniform(0.05, 0.4, size=4)
+                left, top = int(max(0, x1 - m[0] * w)), int(max(0, y1 - m[1] * h))
+                right = int(min(record.width, x2 + m[2] * w)) + 1
+                bottom = int(min(record.height, y2 + m[3] * h)) + 1
+                crops.append(letterless_resize(image[top:bottom, left:right], side))
+                labels.append(int(label))
+        self.crops = np.stack(crops)  # [N, side, side, 3] uint8
+        self.labels = torch.tensor(labels)
+        spec = BACKBONES["small"]
+        self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
+        self.std = torch.tensor(spec["std"]).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        crop = torch.from_numpy(self.crops[index]).permute(2, 0, 1).float() / 255.0
+        return (crop - self.mean) / self.std, self.labels[index]
+
+
+def pretrain_small_backbone(
+    *,
+    seed: int = 0,
+    num_images: int | None = None,
+    epochs: int = 4,
+    max_steps: int | None = None,
+    log: Callable[[str], Any] = lambda text: print(text, file=sys.stderr),
+) -> tuple[SmallBackbone, dict[str, float]]:
+    """Train :class:`SmallBackbone` to classify shape crops of the built-in ``shapes`` data.
+
+    The stand-in for ImageNet pretraining: a classification task on other images than the detector's.
+    Returns the backbone (eval mode) and ``{"crop_accuracy" (on the val split's crops), "seconds",
+    "train_crops"}``.
+    """
+    from detseg.data import recipes
+
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    train_set = ShapeCrops(recipes.load("shapes", split="train", num_images=num_images), seed=seed)
+    val_set = ShapeCrops(recipes.load("shapes", split="val", num_images=num_images), seed=seed + 1)
+    backbone = SmallBackbone(num_pretrain_classes=5)
+    optimizer = torch.optim.Adam(backbone.parameters(), lr=3e-3)
+    loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=generator)
+    total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total)
+    steps = 0
+    backbone.train()
+    for epoch in range(epochs):
+        for crops, labels in loader:
+            loss = nn.functional.cross_entropy(backbone.classify(crops), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            steps += 1
+            if steps >= total:
+                break
+        log(f"pretraining the small backbone on shape crops: epoch {epoch + 1}, loss {loss:.3f}")
+        if steps >= total:
+            break
+    backbone.eval()
+    hits = []
+    with torch.no_grad():
+        for crops, labels in DataLoader(val_set, batch_size=128):
+            hits.append((backbone.classify(crops).argmax(1) == labels).double())
+    accuracy = float(torch.cat(hits).mean())
+    return backbone, {
+        "crop_accuracy": accuracy,
+        "seconds": time.perf_counter() - start,
+        "train_crops": len(train_set),
+    }
+
+
+def small_backbone_path(runs: Path, seed: int, smoke: bool) -> Path:
+    """Where the pretrained small backbone is cached (one per seed; smoke runs apart)."""
+    return (
+        runs
+        / "04_basic_object_detection"
+        / f"small-backbone-seed{seed}{'-smoke' if smoke else ''}.pt"
+    )

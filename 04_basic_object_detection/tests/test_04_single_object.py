@@ -1,0 +1,122 @@
+"""The single-object detector: the seed's heads, a frozen backbone, the cache gives the same run."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from single_object_detector import (
+    SmallBackbone,
+    TwoHeadDetector,
+    build_resnet50,
+    count_trainable,
+    paired_iou,
+)
+from torch import nn
+
+from detseg.errors import UserError
+from detseg.pretrained import cache_path
+
+# the seed's heads on ResNet-50's 2048 features, counted by hand (weights + biases)
+SEED_BOX_HEAD = 2048 * 128 + 128 + 128 * 64 + 64 + 64 * 32 + 32 + 32 * 4 + 4
+SEED_CLASS_HEAD = 2048 * 512 + 512 + 512 * 512 + 512 + 512 * 3 + 3
+
+
+def test_resnet50_heads_are_the_seeds() -> None:
+    model = TwoHeadDetector(build_resnet50("none"), num_classes=3)
+    linears = [(m.in_features, m.out_features) for m in model.box_head if isinstance(m, nn.Linear)]
+    assert linears == [(2048, 128), (128, 64), (64, 32), (32, 4)]
+    assert isinstance(model.box_head[-1], nn.Sigmoid)
+    linears = [
+        (m.in_features, m.out_features) for m in model.class_head if isinstance(m, nn.Linear)
+    ]
+    assert linears == [(2048, 512), (512, 512), (512, 3)]
+    assert sum(isinstance(m, nn.Dropout) for m in model.class_head) == 2
+    assert count_trainable(model) == SEED_BOX_HEAD + SEED_CLASS_HEAD
+    boxes, logits = model(torch.rand(2, 3, 224, 224))
+    assert boxes.shape == (2, 4) and logits.shape == (2, 3)
+    assert bool(((boxes > 0) & (boxes < 1)).all())
+
+
+def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
+    model = TwoHeadDetector(SmallBackbone(), num_classes=3)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()
+    assert not model.backbone.training and model.box_head.training
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    boxes, logits = model(torch.rand(4, 3, 128, 128))
+    (boxes.sum() + logits.sum()).backward()
+    optimizer.step()
+    for key, value in model.backbone.state_dict().items():  # BN running stats included
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_paired_iou_by_hand() -> None:
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0]])
+    torch.testing.assert_close(paired_iou(a, b), torch.tensor([1 / 7, 1.0]))
+
+
+def test_imagenet_weights_from_the_hub_cache_and_offline_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+    path = cache_path(weights)
+    assert path.name == "resnet50-0676ba61.pth" and str(tmp_path) in str(path)
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as info:
+        build_resnet50("imagenet")
+    message = info.value.message()
+    assert weights.url in message and str(path) in message and "--backbone small" in message
+
+    torch.manual_seed(3)
+    saved = torchvision.models.resnet50(weights=None).state_dict()
+    path.parent.mkdir(parents=True)
+    torch.save(saved, path)
+    backbone = build_resnet50("imagenet")
+    torch.testing.assert_close(backbone.conv1.weight, saved["conv1.weight"])
+
+
+def test_cached_features_give_the_same_run(script, capsys: pytest.CaptureFixture) -> None:
+    train = script("train_single_object")
+    common = ["--num-images", "12", "--epochs", "2", "--batch-size", "4", "--seed", "1"]
+    cached = train.main(common + ["--output-dir", "runs/a"])
+    printed = capsys.readouterr().out
+    seed_loop = train.main(common + ["--no-cached-features", "--output-dir", "runs/b"])
+    assert f"trainable parameters: {cached['trainable_parameters']}\n" in printed
+    assert cached["trainable_parameters"] == seed_loop["trainable_parameters"] > 0
+    assert cached["feature_seconds"] > 0 and seed_loop["feature_seconds"] == 0
+    for mine, theirs in zip(cached["history"], seed_loop["history"]):
+        assert mine["train"]["loss"] == pytest.approx(theirs["train"]["loss"], rel=1e-4)
+    assert cached["mean_iou"] == pytest.approx(seed_loop["mean_iou"], abs=1e-4)
+    assert cached["class_accuracy"] == seed_loop["class_accuracy"]
+    assert 0 <= cached["mean_iou"] <= 1
+
+
+def test_predict_reads_the_checkpoint(script, tmp_path: Path) -> None:
+    result = script("train_single_object").main(
+        ["--dry-run", "--output-dir", str(tmp_path / "run")]
+    )
+    assert {"trainable_parameters", "seconds_per_epoch", "mean_iou", "class_accuracy"} <= set(
+        result
+    )
+    from detseg.data import recipes
+
+    images = recipes.ensure("single_object", num_images=8) / "images" / "face"
+    predictions = script("predict_single_object").main(
+        [str(images), "--weights", str(tmp_path / "run" / "dry-run" / "last.pt"),
+         "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert len(predictions) == len(list(images.glob("*.jpg"))) >= 1
+    first = predictions[0]
+    assert first["class"] in ("airplane", "face", "motorcycle") and 0 < first["score"] <= 1
+    assert Path(first["output"]).is_file()
