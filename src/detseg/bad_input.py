@@ -26,7 +26,7 @@ A row:
   (loaded by path with :func:`detseg.scripts.load_script` and run as its ``__main__`` does:
   ``run_cli(main, argv)``).
 - ``argv``: the arguments; ``{tmp}`` stands for the case's empty temporary folder (also the current
-  folder, ``DETSEG_DATA`` = ``{tmp}/data`` and ``DETSEG_RUNS`` = ``{tmp}/runs``).
+  folder; ``DETSEG_RUNS`` is ``{tmp}/runs``; ``DETSEG_DATA`` is a cache shared by all cases).
 - ``expect``: a text, or a list of texts, that the error line must contain (``{tmp}`` allowed): name
   the flag or the file at fault.
 - ``files``: what to create in ``{tmp}`` before the run, ``{relative path: content}``; a content is a

@@ -125,7 +125,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             fix="save only state_dicts and plain types; load files you trust with "
             "torch.load(path, weights_only=False)",
         ) from err
-    except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError) as err:
+    except PermissionError as err:
+        raise UserError(
+            "checkpoint cannot be read (permission denied)",
+            path=path,
+            fix="check the file's permissions",
+        ) from err
+    except Exception as err:  # garbage makes torch.load fail in many ways (IndexError, OSError ...)
         raise UserError(
             f"checkpoint is corrupt or truncated ({type(err).__name__})",
             path=path,

@@ -196,16 +196,90 @@ def _positions(items: list, key: str, index: dict, what: str, path: str | None, 
 
 
 def _to_rle(segmentation: Any, height: int, width: int) -> dict:
-    """Polygon list, uncompressed RLE or compressed RLE -> compressed RLE (as ``COCO.annToRLE``)."""
+    """Polygon list, uncompressed RLE or compressed RLE -> compressed RLE (as ``COCO.annToRLE``).
+
+    An RLE must be of the image's size, its uncompressed counts whole numbers >= 0 summing to
+    height * width; compressed counts are checked by :func:`_check_compressed` (all at once).
+    """
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+    if not isinstance(segmentation, dict) or "counts" not in segmentation:
+        raise ValueError("not a polygon list or an RLE dict with 'size' and 'counts'")
+    size = segmentation.get("size")
+    if not (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
+    ):
+        raise ValueError(f"RLE 'size' must be [height, width], got {size!r}")
+    if list(size) != [height, width]:
+        raise ValueError(f"RLE 'size' is {list(size)} but the image is [{height}, {width}]")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise ValueError("uncompressed RLE 'counts' must be whole numbers >= 0")
+        if sum(counts) != height * width:
+            raise ValueError(
+                f"RLE 'counts' sum to {sum(counts)}, not height * width = {height * width}"
+            )
         return mask_utils.frPyObjects(segmentation, height, width)
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        return segmentation
-    raise ValueError("not a polygon list or an RLE dict with 'size' and 'counts'")
+    if not isinstance(counts, str | bytes):
+        raise ValueError(f"RLE 'counts' must be a string or a list, got {type(counts).__name__}")
+    return segmentation
+
+
+def _check_compressed(rles: list[dict]) -> np.ndarray:
+    """True for each compressed RLE whose ``counts`` string decodes to runs >= 0 that sum to
+    height * width.
+
+    pycocotools decodes such a string without checking it (a wrong one gives wrong numbers, or reads
+    past the end of its buffer). This decodes every string at once with numpy, as ``rleFrString`` in
+    pycocotools' maskApi.c does: each run is a little-endian base-32 number in characters
+    ``'0' + 6 bits`` (bit 5: more characters follow; bit 4 of the last: negative), and from the
+    fourth run on, each is stored as the difference to the run two places before.
+    """
+    n = len(rles)
+    strings = [
+        r["counts"] if isinstance(r["counts"], bytes) else r["counts"].encode() for r in rles
+    ]
+    totals = np.array([r["size"][0] * r["size"][1] for r in rles], dtype=np.int64)
+    lengths = np.array([len(c) for c in strings], dtype=np.int64)
+    ok = np.ones(n, dtype=bool)
+    if not lengths.sum():
+        return totals == 0
+    chars = np.frombuffer(b"".join(strings), dtype=np.uint8).astype(np.int64) - 48
+    owner = np.repeat(np.arange(n), lengths)
+    ok[owner[(chars < 0) | (chars > 63)]] = False
+    last = np.cumsum(lengths)[lengths > 0] - 1
+    ok[owner[last[(chars[last] & 0x20) != 0]]] = False  # the last run is cut short
+    end = (chars & 0x20) == 0
+    end[last] = True
+    starts = np.flatnonzero(np.concatenate([[True], end[:-1]]))
+    run_of_char = np.cumsum(np.concatenate([[True], end[:-1]])) - 1
+    digit = np.arange(chars.size) - starts[run_of_char]
+    ok[owner[digit >= 7]] = False  # more than 35 bits: no uint32 run is that long
+    digit = np.minimum(digit, 6)
+    value = np.add.reduceat((chars & 0x1F) << (5 * digit), starts)
+    ends = np.flatnonzero(end)
+    negative = (chars[ends] & 0x10) != 0
+    value = np.where(negative, value - (1 << (5 * (digit[ends] + 1))), value)
+    run_owner = owner[ends]
+    first_run = np.concatenate([[0], np.cumsum(np.bincount(run_owner, minlength=n))[:-1]])
+    position = np.arange(value.size) - first_run[run_owner]
+    runs = value.copy()
+    for parity in (0, 1):  # undo the differences: a running sum over every other run
+        index = np.flatnonzero((position % 2 == parity) & (position >= 1))
+        if index.size:
+            sums = np.cumsum(value[index])
+            new_group = np.concatenate([[True], run_owner[index][1:] != run_owner[index][:-1]])
+            group = np.cumsum(new_group) - 1
+            base = (sums - value[index])[np.flatnonzero(new_group)]
+            runs[index] = sums - base[group]
+    ok[run_owner[(runs < 0) | (runs >= 2**32)]] = False
+    ok &= np.bincount(run_owner, weights=runs, minlength=n) == totals
+    return ok
 
 
 def _rles(items, image_pos, sizes, what, path, fix) -> list[dict]:
@@ -220,7 +294,34 @@ def _rles(items, image_pos, sizes, what, path, fix) -> list[dict]:
             raise UserError(
                 f"{what} {i} has a bad 'segmentation' ({err})", path=path, fix=fix
             ) from err
+    compressed = [i for i, item in enumerate(items) if _is_compressed(item["segmentation"])]
+    if compressed:
+        good = _check_compressed([items[i]["segmentation"] for i in compressed])
+        if not good.all():
+            i = compressed[int(np.flatnonzero(~good)[0])]
+            raise UserError(
+                f"{what} {i} has a bad 'segmentation' (its RLE 'counts' string does not decode "
+                "to runs that cover height * width pixels)",
+                path=path,
+                fix="write RLEs with pycocotools.mask.encode (counts as a string, utf-8)",
+            )
     return rles
+
+
+def _is_compressed(segmentation: Any) -> bool:
+    return isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes)
+
+
+def rle_area(rles: list[dict]) -> np.ndarray:
+    """``pycocotools.mask.area`` of any number of RLEs (float64 [N]).
+
+    pycocotools (2.0.11 under numpy 2) fails on a list of 256 or more RLEs (``OverflowError: Python
+    integer 256 out of bounds for uint8``), so the list goes in slices of 255.
+    """
+    from pycocotools import mask as mask_utils
+
+    parts = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
 def _image_sizes(images: list, image_index: dict, path: str | None) -> list[tuple[int, int]]:
@@ -334,7 +435,7 @@ def prepare_arrays(
     else:
         from pycocotools import mask as mask_utils
 
-        dt_area = np.asarray(mask_utils.area(dt_rles) if dt_rles else [], dtype=np.float64)
+        dt_area = rle_area(dt_rles)
         if iou_type == "bbox":
             boxes = mask_utils.toBbox(dt_rles) if dt_rles else np.zeros((0, 4))
             dt_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
