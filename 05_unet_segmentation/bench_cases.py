@@ -54,3 +54,43 @@ def case_ort_vs_eager() -> dict[str, Any]:
         "max_abs_diff": max_abs_diff,
         "main": "speedup",
     }
+
+
+def case_summary() -> dict[str, Any]:
+    """The README's first bar, measured end to end: ``train.py --dataset salt`` (U-Net, defaults),
+    then ``export.py`` on its best checkpoint (ONNX parity, eager vs ONNX Runtime per image).
+    Smoke mode runs ``--dry-run`` instead: the numbers are then meaningless, only the plumbing is
+    exercised.
+
+    Returns:
+        the :mod:`detseg.bench_summary` keys: ``parameters``, ``train_s`` (the engine's time for all
+        epochs, evaluation included), ``quality`` (salt IoU of the best epoch), ``quality_metric``,
+        ``quality_bar``, ``eager_ms``, ``onnxruntime_ms``, ``max_abs_diff``.
+    """
+    from detseg import settings
+    from detseg.scripts import load_script
+
+    train, export = (load_script(FOLDER, name) for name in ("train", "export"))
+    smoke = settings.smoke_mode()
+    with tempfile.TemporaryDirectory() as folder:
+        argv = ["--dataset", "salt", "--output-dir", folder] + (["--dry-run"] if smoke else [])
+        result = train.main(argv)
+        run = Path(folder) / ("dry-run" if smoke else "")
+        weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+        exported = export.main(
+            ["--weights", str(weights), "--output", str(Path(folder) / "unet.onnx")]
+            + (["--dry-run"] if smoke else [])
+        )
+    metric = result["main_metric"]
+    history = [entry["eval"] for entry in result["history"]]
+    return {
+        "parameters": result["parameters"],
+        "train_s": history[-1]["minutes"] * 60,
+        "quality": max(entry[metric] for entry in history),
+        "quality_metric": f"salt {metric.replace('_salt', '').replace('iou', 'IoU')}",
+        "quality_bar": 0.85,
+        "eager_ms": exported["eager_ms"],
+        "onnxruntime_ms": exported["onnxruntime_ms"],
+        "max_abs_diff": exported["max_abs_diff"],
+        "main": "quality",
+    }

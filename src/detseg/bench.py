@@ -99,6 +99,31 @@ CASES: dict[str, Case] = {
     "data-generate": Case(
         "benchmarks/bench_data.py:case_generate", "core", "synthetic dataset generation speed"
     ),
+    "01-maskrcnn-slim-train-step": Case(
+        "01_mask_r_cnn_fine_tuning/bench_cases.py:case_train_step",
+        "01_mask_r_cnn_fine_tuning",
+        "slim Mask R-CNN: one SGD step, 4 pedestrian images at 256 px",
+    ),
+    "01-maskrcnn-slim-ort": Case(
+        "01_mask_r_cnn_fine_tuning/bench_cases.py:case_ort_vs_eager",
+        "01_mask_r_cnn_fine_tuning",
+        "slim Mask R-CNN inference: ONNX Runtime vs eager PyTorch",
+    ),
+    "01-summary": Case(
+        "01_mask_r_cnn_fine_tuning/bench_cases.py:case_summary",
+        "01_mask_r_cnn_fine_tuning",
+        "default run (train.py, 16 epochs) to the segm AP50 bar, then ONNX export and timing",
+    ),
+    "05-unet-onnx": Case(
+        "05_unet_segmentation/bench_cases.py:case_ort_vs_eager",
+        "05_unet_segmentation",
+        "U-Net (salt) inference: ONNX Runtime vs eager",
+    ),
+    "05-summary": Case(
+        "05_unet_segmentation/bench_cases.py:case_summary",
+        "05_unet_segmentation",
+        "salt U-Net (train.py --dataset salt) to the IoU bar, then ONNX export and timing",
+    ),
 }
 
 
