@@ -18,7 +18,8 @@ help:
 	@echo "make demo       build .venv if needed and run 'detseg tour' (quick trained paths, results table)"
 	@echo "make test       build .venv if needed, check lint and notebook sync, run the whole test suite"
 	@echo "make bench      run the benchmark cases and re-render the README table"
-	@echo "make notebooks  regenerate every .ipynb from its py:percent source, with outputs of a full run"
+	@echo "make notebooks  regenerate every .ipynb from its py:percent source, with outputs of a full run,"
+	@echo "                and the README's table of lessons with their Colab badges"
 	@echo "make lint       ruff check + format check"
 	@echo "make clean      remove .venv, data/ and runs/"
 
@@ -53,6 +54,7 @@ bench: $(VENV)/.installed-test
 
 notebooks: $(VENV)/.installed-test
 	$(BIN)/python -m detseg.notebooks build --execute
+	$(BIN)/python -m detseg.colab
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -109,3 +109,33 @@ def test_a_failing_cell_is_located_past_the_install_cell(tmp_path):
     assert notebooks._source_line(source, notebook, 2) == 4
     assert notebooks._source_line(source, notebook, 0) == 1
     assert notebooks._source_line(source, notebook, 1) is None
+
+
+def test_lessons_table_reading_order_titles_and_badges(tmp_path):
+    for folder, name, title in [
+        ("notebooks", "00_intro.py", "Intro"),
+        ("02_demo", "2_second.py", "Second part"),
+        ("02_demo", "1_first.py", "First part"),
+    ]:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        header = "# ---\n# jupyter:\n#   jupytext:\n#     text_representation:\n"
+        header += "#       format_name: percent\n# ---\n\n"
+        (tmp_path / folder / name).write_text(f"{header}# %% [markdown]\n# # {title}\n")
+    lines = colab.lessons_table(tmp_path).splitlines()
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["Intro", "First part", "Second part"]
+    assert lines[3] == (
+        "| 2 | First part | [`02_demo/1_first.ipynb`](02_demo/1_first.ipynb) | "
+        f"{colab.badge('02_demo/1_first.ipynb')} |"
+    )
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# R\n{colab.LESSONS_START}\nold\n{colab.LESSONS_END}\nrest\n")
+    assert colab.render_readme(readme, tmp_path) is True
+    assert colab.render_readme(readme, tmp_path) is False
+    assert readme.read_text().endswith(f"{colab.LESSONS_END}\nrest\n")
+
+
+def test_the_readme_lessons_table_is_up_to_date(tmp_path):
+    copy = tmp_path / "README.md"
+    copy.write_text((ROOT / "README.md").read_text())
+    assert not colab.render_readme(copy, ROOT), "run: python -m detseg.colab"

@@ -12,7 +12,8 @@ anywhere else it does nothing (the test suite executes that branch in every less
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import re
+from pathlib import Path, PurePosixPath
 
 REPO_URL = "https://github.com/beyond-image-classification/beyond-image-classification"
 BRANCH = "main"
@@ -66,3 +67,93 @@ def badge(notebook: str) -> str:
     """Markdown "Open in Colab" badge linking to :func:`colab_url` of ``notebook``."""
     image = "https://colab.research.google.com/assets/colab-badge.svg"
     return f"[![Open in Colab]({image})]({colab_url(notebook)})"
+
+
+# ------------------------------------------------------------------- the README's table of lessons
+
+LESSONS_START = "<!-- lessons:start -->"
+LESSONS_END = "<!-- lessons:end -->"
+
+
+def lesson_title(source: Path) -> str:
+    """The first Markdown heading of a py:percent lesson (``# # Title`` -> ``Title``)."""
+    for line in source.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^# #+ (.+)$", line)
+        if match:
+            return match.group(1).strip()
+    return source.stem
+
+
+def lessons_table(root: Path) -> str:
+    """Markdown table of every lesson in reading order (``notebooks/`` first, then the example
+    folders by number, each folder's lessons by their number), with its notebook and Colab badge."""
+    from detseg import notebooks
+
+    rows = ["| # | lesson | notebook | run it in Colab |", "|---:|---|---|---|"]
+    sources = sorted(
+        notebooks.discover(root=root),
+        key=lambda path: (path.parent.name != "notebooks", path.relative_to(root).as_posix()),
+    )
+    for number, source in enumerate(sources, 1):
+        ipynb = source.with_suffix(".ipynb").relative_to(root).as_posix()
+        rows.append(
+            f"| {number} | {lesson_title(source)} | [`{ipynb}`]({ipynb}) | {badge(ipynb)} |"
+        )
+    return "\n".join(rows)
+
+
+def render_readme(readme: Path, root: Path) -> bool:
+    """Rewrite the lessons table between :data:`LESSONS_START` and :data:`LESSONS_END` of ``readme``.
+
+    Returns:
+        True if the file changed.
+    Raises:
+        UserError: the markers are missing, doubled or out of order.
+    """
+    from detseg.errors import UserError
+
+    text = readme.read_text(encoding="utf-8")
+    if (
+        text.count(LESSONS_START) != 1
+        or text.count(LESSONS_END) != 1
+        or text.index(LESSONS_END) < text.index(LESSONS_START)
+    ):
+        raise UserError(
+            "needs exactly one pair of lessons-table markers, start before end",
+            path=readme,
+            fix=f"put the lines '{LESSONS_START}' and '{LESSONS_END}' where the table goes",
+        )
+    head, rest = text.split(LESSONS_START)
+    _, tail = rest.split(LESSONS_END)
+    new_text = f"{head}{LESSONS_START}\n{lessons_table(root)}\n{LESSONS_END}{tail}"
+    if new_text == text:
+        return False
+    readme.write_text(new_text, encoding="utf-8")
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m detseg.colab``: regenerate the README's table of lessons and Colab badges."""
+    import argparse
+
+    from detseg.bench import repo_root
+    from detseg.errors import run_cli
+
+    parser = argparse.ArgumentParser(
+        prog="python -m detseg.colab",
+        description="Regenerate the table of lessons (with their Colab badges, built from "
+        f"REPO_URL = {REPO_URL}) between the lessons markers of the root README.",
+    )
+    parser.add_argument("--readme", type=Path, default=None, help="default: the root README.md")
+
+    def run(args_list: list[str] | None) -> None:
+        args = parser.parse_args(args_list)
+        readme = args.readme or repo_root() / "README.md"
+        changed = render_readme(readme, repo_root())
+        print(f"{'updated' if changed else 'unchanged'}: {readme}")
+
+    raise SystemExit(run_cli(run, argv))
+
+
+if __name__ == "__main__":
+    main()
