@@ -74,7 +74,9 @@ def letterbox(
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
-        raise ValueError(f"letterbox: expected an [h, w] or [h, w, C] image, got shape {image.shape}")
+        raise ValueError(
+            f"letterbox: expected an [h, w] or [h, w, C] image, got shape {image.shape}"
+        )
     out_height, out_width = _hw(size)
     scale, (pad_x, pad_y), (new_height, new_width) = letterbox_params(
         image.shape[:2], (out_height, out_width), scaleup=scaleup

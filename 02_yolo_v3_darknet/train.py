@@ -1,0 +1,188 @@
+"""Train a darknet YOLOv3 model (YOLOv3-tiny by default) on custom classes.
+
+    python 02_yolo_v3_darknet/train.py                         # yolov3-tiny, built-in shapes (YOLO layout)
+    python 02_yolo_v3_darknet/train.py --data-path my/data.yaml --cfg yolov3 --image-size 416
+    python 02_yolo_v3_darknet/train.py --weights runs/.../yolov3-tiny-custom.weights   # fine-tune
+    python 02_yolo_v3_darknet/train.py --resume                # continue <output-dir>/last.pt exactly
+    python 02_yolo_v3_darknet/train.py --dry-run               # one batch end to end
+
+The cfg is adapted to the dataset's classes (``filters = 3 x (5 + classes)`` before each [yolo],
+``classes=`` in each [yolo]) and, by default, its anchors come from k-means (1 - IoU) on the
+training boxes. Every epoch: the YOLOv3 loss through the core engine, COCO box AP on the validation
+split, ``last.pt`` / ``best.pt`` (by mAP@0.5). At the end the model is also written in darknet's own
+format, ``<run>/<cfg>-custom.cfg`` and ``.weights``, read back and checked to give identical outputs,
+so darknet and OpenCV DNN can run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from darknet import Darknet, count_parameters, load_weights
+from darknet_cfg import OFFICIAL_CFGS, parse_cfg_text
+from yolo_loss import LossConfig
+from yolo_training import (
+    build_custom_model,
+    dataset_anchors,
+    fit,
+    load_splits,
+    log,
+    save_darknet,
+)
+
+from detseg.cli.common import add_standard_args, positive_int, train_kwargs, validate_standard_args
+from detseg.data.yolo_dataset import YoloAugment
+from detseg.devices import seed_everything, select_device
+from detseg.engine.checkpoint import load_checkpoint, model_state
+from detseg.errors import UserError, run_cli
+
+EXAMPLE = "02_yolo_v3_darknet"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train YOLOv3 / YOLOv3-tiny (darknet cfg) on a YOLO data.yaml or built-in shapes",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_standard_args(parser, example=EXAMPLE, epochs=40, batch_size=16, lr=0.02, workers=0)
+    parser.add_argument("--cfg", default="yolov3-tiny", choices=list(OFFICIAL_CFGS),
+                        help="base architecture; adapted to the dataset's classes")  # fmt: skip
+    parser.add_argument("--image-size", type=int, default=256, help="square input side (x 32)")
+    parser.add_argument(
+        "--anchors", choices=("kmeans", "cfg"), default="kmeans",
+        help="k-means (1 - IoU) anchors of the training boxes, or the cfg's COCO anchors",
+    )  # fmt: skip
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="size of the built-in dataset (default: the recipe's 1000)")  # fmt: skip
+    parser.add_argument("--mosaic", type=float, default=0.5, help="probability of a 4-image mosaic")
+    parser.add_argument("--hflip", type=float, default=0.5, help="probability of a mirror")
+    parser.add_argument("--hsv", type=float, nargs=3, default=(0.015, 0.5, 0.3),
+                        metavar=("H", "S", "V"), help="HSV jitter amplitudes")  # fmt: skip
+    parser.add_argument("--box-loss", choices=("mse", "giou"), default="giou")
+    parser.add_argument("--assign-threshold", type=float, default=0.5,
+                        help="also assign anchors whose shape IoU with a box is above this "
+                        "(> 1: only the best anchor, as darknet)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def validate_args(args: argparse.Namespace) -> argparse.Namespace:
+    validate_standard_args(args)
+    if args.image_size < 32 or args.image_size % 32:
+        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}",
+                        fix="e.g. 256 or 416")  # fmt: skip
+    if args.num_images is not None and positive_int(args.num_images, "--num-images") < 4:
+        raise UserError(f"--num-images must be >= 4, got {args.num_images}", fix="e.g. 200")
+    for flag in ("mosaic", "hflip"):
+        if not 0 <= getattr(args, flag) <= 1:
+            raise UserError(
+                f"--{flag} must be in [0, 1], got {getattr(args, flag)}", fix="e.g. 0.5"
+            )
+    if args.threads is not None:
+        torch.set_num_threads(positive_int(args.threads, "--threads"))
+    return args
+
+
+def load_start_weights(model: Darknet, path: Path) -> None:
+    """``--weights``: a darknet .weights file of the adapted cfg, or a checkpoint of this script."""
+    if path.suffix == ".weights":
+        load_weights(model, path)
+        return
+    state = model_state(load_checkpoint(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint does not fit this model ({len(missing)} missing, {len(unexpected)} "
+            "unexpected tensors)", path=path,
+            fix="train with the same --cfg and dataset classes, or start without --weights",
+        )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train; returns the engine's result plus ``eval`` (last epoch), ``parameters``,
+    ``train_time_s``, the darknet files written and their round-trip difference."""
+    args = validate_args(get_args_parser().parse_args(argv))
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    num_images = args.num_images or (16 if args.dry_run else None)
+    splits = load_splits(args.data_path, num_images=num_images, seed=args.seed)
+    anchors = (
+        dataset_anchors(splits.train, args.cfg, args.image_size, args.seed)
+        if args.anchors == "kmeans"
+        else None
+    )
+    model, cfg_text = build_custom_model(
+        args.cfg, len(splits.classes), anchors=anchors, image_size=args.image_size
+    )
+    if args.weights is not None:
+        load_start_weights(model, args.weights)
+    augment = YoloAugment(
+        mosaic=args.mosaic, hflip=args.hflip, hsv=tuple(args.hsv), scale=(0.75, 1.25)
+    )
+    loss_config = LossConfig(box_loss=args.box_loss, assign_threshold=args.assign_threshold)
+    kwargs = train_kwargs(args)
+    config = {
+        **kwargs.pop("config"),
+        "cfg_text": cfg_text,
+        "classes": splits.classes,
+        "anchors": model.anchors,
+        "num_classes": len(splits.classes),
+    }
+    log(
+        f"{args.cfg} for {len(splits.classes)} classes {splits.classes}: "
+        f"{count_parameters(model) / 1e6:.2f} M parameters, input {args.image_size}, anchors "
+        f"{[tuple(round(v) for v in a) for s in model.anchors for a in s]}; data {splits.source}: "
+        f"{len(splits.train)} train / {len(splits.val)} val images; device {device}"
+    )
+    start = time.perf_counter()
+    result = fit(
+        model,
+        splits,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=device,
+        seed=args.seed,
+        workers=args.workers,
+        augment=augment,
+        loss_config=loss_config,
+        config=config,
+        **kwargs,
+    )
+    result["train_time_s"] = time.perf_counter() - start
+    result["eval"] = dict(result["history"][-1].get("eval", {})) if result["history"] else {}
+    result["parameters"] = count_parameters(model)
+    output_dir = Path(result["output_dir"])
+    cfg_path, weights_path = save_darknet(model.cpu(), cfg_text, output_dir, f"{args.cfg}-custom")
+    result["darknet_files"] = [str(cfg_path), str(weights_path)]
+    result["weights_roundtrip_max_diff"] = roundtrip_difference(model, cfg_text, weights_path)
+    log(
+        f"done in {result['train_time_s']:.0f} s: mAP@0.5 {result['eval'].get('mAP50', 0):.3f}, "
+        f"mAP {result['eval'].get('mAP', 0):.3f}; darknet files {cfg_path.name}, "
+        f"{weights_path.name} in {output_dir}"
+    )
+    return result
+
+
+def roundtrip_difference(model: Darknet, cfg_text: str, weights_path: Path) -> float:
+    """Max abs difference of the raw outputs of ``model`` and of a fresh model read back from
+    ``weights_path`` (0.0 when the writer and the reader agree)."""
+    fresh = Darknet(parse_cfg_text(cfg_text, str(weights_path)))
+    load_weights(fresh, weights_path)
+    images = torch.rand(
+        1, 3, model.spec.height, model.spec.width, generator=torch.Generator().manual_seed(0)
+    )
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        return max(float((a - b).abs().max()) for a, b in zip(model(images), fresh(images)))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
