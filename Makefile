@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # Number of pytest workers: 2 cores here; `make test JOBS=1` runs serially.
 JOBS ?= 2
 
-.PHONY: demo test bench notebooks lint format clean venv help
+.PHONY: demo test bench notebooks assets lint format clean venv help
 
 help:
 	@echo "make demo       build .venv if needed and run 'detseg tour' (quick trained paths, results table)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench      run the benchmark cases and re-render the README table"
 	@echo "make notebooks  regenerate every .ipynb from its py:percent source, with outputs of a full run,"
 	@echo "                and the README's table of lessons with their Colab badges"
+	@echo "make assets     redraw the figures of assets/ (architecture diagrams) from their code"
 	@echo "make lint       ruff check + format check"
 	@echo "make clean      remove .venv, data/ and runs/"
 
@@ -55,6 +56,9 @@ bench: $(VENV)/.installed-test
 notebooks: $(VENV)/.installed-test
 	$(BIN)/python -m detseg.notebooks build --execute
 	$(BIN)/python -m detseg.colab
+
+assets: $(VENV)/.installed-run
+	$(BIN)/python assets/make_assets.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
