@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from detseg.cli.common import positive_int
 from detseg.errors import EXIT_USER_ERROR, UserError
 
 
@@ -80,16 +81,34 @@ def cmd_make(args: argparse.Namespace) -> int:
         raise UserError("built-in recipes are not available in this build") from err
     kwargs: dict[str, Any] = {"seed": args.seed}
     if args.num_images is not None:
-        kwargs["num_images"] = args.num_images
+        kwargs["num_images"] = positive_int(args.num_images, "--num-images")
+    _check_output_folder(args.out, "--out")
     path = recipes.make(args.recipe, args.out, **kwargs)
     print(f"wrote {path}")
     return 0
+
+
+def _check_output_folder(path: Path, flag: str) -> None:
+    """A UserError when ``path``, or the nearest of its parents that exists, is not a folder."""
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise UserError(
+                    f"{flag}: {place} is a file, not a folder",
+                    path=path,
+                    fix=f"pass a new or existing folder to {flag}",
+                )
+            return
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from detseg.data.validate import validate
 
     _check_format(args.format)
+    if not args.path.exists():
+        raise UserError(
+            "no such file or folder", path=args.path, fix="check the path (PATH of 'data validate')"
+        )
     report = validate(args.path, args.format, split=args.split, check_images=not args.no_decode)
     print(report.summary())
     for problem in report.problems:
@@ -116,7 +135,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     _check_format(args.format)
     if args.num < 1:
-        raise UserError(f"--num must be at least 1, got {args.num}")
+        raise UserError(f"--num must be at least 1, got {args.num}", fix="e.g. --num 16")
     try:
         from detseg import viz
     except ModuleNotFoundError as err:

@@ -54,6 +54,9 @@ from detseg.errors import UserError
 
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
 CURVES_EVERY_S = 60.0  # redraw training_curves.png at most this often, and after the last epoch
+# When stderr is not a terminal (a log file, CI), no bar: a line every this many steps, and the
+# line that ends each epoch.
+LOG_EVERY_STEPS = 100
 
 
 class NonFiniteLossError(UserError):
@@ -197,9 +200,9 @@ class _Run:
     def fit(self, *, tracker: str, resume: bool | str | Path) -> dict[str, Any]:
         """Run the remaining epochs; returns what ``train`` returns."""
         main = self.info.is_main
+        start, saved_rng = self._resume(resume) if resume else (0, None)  # before any write
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-        start, saved_rng = self._resume(resume) if resume else (0, None)
         train_model = ddp.wrap_model(self.model, self.device)
         tracker_ = (
             make_tracker(tracker, self.output_dir, config=self.config) if main else NoTracker()
@@ -255,11 +258,13 @@ class _Run:
         """One pass over the loader; returns the epoch's history entry (``eval`` still empty)."""
         train_model.train()
         total_steps = _steps_in_epoch(self.loader, self.max_steps)
+        show = self.progress and self.info.is_main
+        in_log = show and not _is_terminal(sys.stderr)  # a log file or CI: no carriage returns
         bar = tqdm(
             total=total_steps,
             desc=f"epoch {epoch}/{self.epochs}",
             dynamic_ncols=True,
-            disable=not (self.progress and self.info.is_main),
+            disable=not show or in_log,
             file=sys.stderr,
         )
         sums: dict[str, float] = {}
@@ -307,6 +312,13 @@ class _Run:
                     data=f"{data_s / steps * 1e3:.0f}ms",
                     compute=f"{compute_s / steps * 1e3:.0f}ms",
                     refresh=False,
+                )
+            if in_log and steps % LOG_EVERY_STEPS == 0 and steps != total_steps:
+                print(
+                    f"epoch {epoch}/{self.epochs} step {steps}/{total_steps or '?'} "
+                    f"loss {sums['loss'] / steps:.4f} lr {lr:.3g}",
+                    file=sys.stderr,
+                    flush=True,
                 )
         bar.close()
         if steps == 0:
@@ -395,6 +407,13 @@ class _Run:
         ranks = checkpoint.get("rng_ranks") or []
         rng = ranks[self.info.rank] if len(ranks) == self.info.world_size else checkpoint.get("rng")
         return int(checkpoint["epoch"]), rng
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _steps_in_epoch(loader: Iterable[Any], max_steps: int | None) -> int | None:

@@ -43,6 +43,12 @@ def load_json(path: Path) -> Any:
             line=err.lineno,
             fix="repair or re-export the annotation file",
         ) from err
+    except UnicodeDecodeError as err:
+        raise UserError(
+            "not a UTF-8 text file (a COCO file is JSON text)",
+            path=path,
+            fix="pass the annotation JSON, not an image or archive",
+        ) from err
 
 
 def guess_image_root(json_path: Path, first_file: str | None) -> Path:
@@ -131,6 +137,13 @@ def read(
             path=json_path,
             fix="pass a COCO instances JSON such as instances_val2017.json",
         )
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key, []), list):
+            raise UserError(
+                f"'{key}' must be a list, got {type(data[key]).__name__}",
+                path=json_path,
+                fix="pass a COCO instances JSON such as instances_val2017.json",
+            )
     for index, category in enumerate(data["categories"]):
         if not (
             isinstance(category, dict)

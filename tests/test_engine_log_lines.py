@@ -1,0 +1,93 @@
+"""The engine's progress output: a tqdm bar on a terminal, plain lines in a log (issue 20).
+
+``make demo > demo.log`` used to hold a carriage-return stream of thousands of characters per epoch
+on one line. When stderr is not a terminal the loop now prints one line every
+``LOG_EVERY_STEPS`` steps and the line that ends each epoch, and no carriage return.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from detseg import engine
+from detseg.engine import loop, supervised_step
+
+torch.set_num_threads(1)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _train(tmp_path, epochs: int = 2, steps: int = 7, **kwargs):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(steps * 2, 3), torch.randint(0, 2, (steps * 2,)))
+    loader = engine.make_loader(data, 2, shuffle=True, seed=0, workers=0)
+    model = nn.Linear(3, 2)
+    return engine.train(
+        model,
+        loader,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=epochs,
+        output_dir=tmp_path,
+        device="cpu",
+        step_fn=supervised_step(nn.functional.cross_entropy),
+        **kwargs,
+    )
+
+
+def test_log_gets_a_line_every_n_steps_and_one_per_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "LOG_EVERY_STEPS", 3)
+    log = io.StringIO()  # a file: isatty() is False
+    monkeypatch.setattr("sys.stderr", log)
+    result = _train(tmp_path)
+
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    steps = [line for line in lines if " step " in line]
+    assert [line.split(" loss ")[0] for line in steps] == [
+        "epoch 1/2 step 3/7",
+        "epoch 1/2 step 6/7",
+        "epoch 2/2 step 3/7",
+        "epoch 2/2 step 6/7",
+    ]
+    # the loss shown at step 6 is the mean of the epoch so far: below it, the epoch's line
+    assert all(float(line.split(" loss ")[1].split()[0]) > 0 for line in steps)
+    others = [line for line in lines if " step " not in line]
+    assert len(others) == 2  # one line per epoch (epoch_line), nothing else
+    assert [entry["steps"] for entry in result["history"]] == [7, 7]
+
+
+def test_terminal_gets_the_bar(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "LOG_EVERY_STEPS", 3)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    _train(tmp_path / "tty")
+    text = terminal.getvalue()
+    assert "\r" in text and "epoch 2/2" in text  # tqdm redraws its bar in place
+    assert " step 3/7 " not in text
+
+
+@pytest.mark.parametrize("stream", [_Terminal(), io.StringIO()])
+def test_progress_false_prints_only_the_epoch_lines(tmp_path, monkeypatch, stream):
+    monkeypatch.setattr(loop, "LOG_EVERY_STEPS", 1)
+    monkeypatch.setattr("sys.stderr", stream)
+    _train(tmp_path, progress=False)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 2
+
+
+def test_is_terminal_of_odd_streams():
+    closed = io.StringIO()
+    closed.close()
+    assert loop._is_terminal(_Terminal()) is True
+    assert loop._is_terminal(io.StringIO()) is False
+    assert loop._is_terminal(closed) is False
+    assert loop._is_terminal(object()) is False
