@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -219,7 +220,8 @@ def fit(
     )  # fmt: skip
     steps = (engine_kwargs.get("max_steps_per_epoch") or len(loader)) * epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(step, steps) / steps))
+        optimizer,
+        lambda step: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)),
     )
     output_dir = Path(output_dir)
 
