@@ -32,16 +32,19 @@
 # - **Dataset**: the built-in `shapes` dataset (COCO instances JSON with compressed RLE masks,
 #   generated on first use into `data/shapes-0/`), plus a hand-edited copy of its validation file
 #   with a crowd region and overlapping instances. Nothing is downloaded.
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): about 35 s on a
-#   shared 2-core CPU for the 1000 images of `shapes`, kernel start and the dataset's generation
-#   included (15 s once `data/shapes-0/` exists); no GPU needed.
+# - **Run time**: under a minute on a 2-core CPU for the 1000 images of `shapes`, kernel start and
+#   the dataset's generation included (the last cell prints the time of the run shown); no GPU
+#   needed.
+#
+# Previous: [lesson 4, torchvision's segmentation models](4_torchvision_models.ipynb). This is the
+# last lesson of the folder; next: the following lesson of the
+# [reading order](../README.md#lessons-in-reading-order).
 
 # %% [markdown]
 # ## Setup
 #
-# The built-in dataset is generated on first use (a few seconds; 16 images in smoke mode, when
-# the tests run this notebook with `DETSEG_SMOKE=1`). Pictures and the converted dataset go to
-# `runs/05_unet_segmentation/coco_to_semantic/`.
+# The built-in dataset is generated on first use (a few seconds). Pictures and the converted
+# dataset go to `runs/05_unet_segmentation/coco_to_semantic/`.
 
 # %%
 import contextlib

@@ -25,14 +25,16 @@
 #   references.
 # - **Dataset**: a handful of hand-made boxes and a small random COCO-style case built in the
 #   notebook; nothing is downloaded.
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): about 25 s on a
-#   shared 2-core CPU, kernel start and imports included (the cells themselves: 5 s); no GPU needed.
+# - **Run time**: under a minute on a CPU, kernel start and imports included; no GPU needed.
+#
+# This is the first lesson of the repository. Next: [01, Mask R-CNN explained](
+# ../01_mask_r_cnn_fine_tuning/maskrcnn_lesson.ipynb), which uses IoU, NMS and AP from here.
 
 # %% [markdown]
 # ## Setup
 #
-# Seeded random generators, so the numbers below are the same on every run. In smoke mode (`DETSEG_SMOKE=1`, used by the tests) the random comparisons use fewer boxes.
-# Pictures go to `runs/00_boxes_and_map/`.
+# Seeded random generators, so the numbers below are the same on every run. Pictures go to
+# `runs/00_boxes_and_map/`.
 
 # %%
 import contextlib
@@ -47,10 +49,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detseg import settings
+from detseg.viz import diagrams
 
 NOTEBOOK_START = time.perf_counter()
 rng = np.random.default_rng(0)
-NUM_RANDOM_BOXES = 50 if settings.smoke_mode() else 500
+NUM_RANDOM_BOXES = 50 if settings.smoke_mode() else 500  # smoke mode: the tests
 OUT = settings.runs_root() / "00_boxes_and_map"
 OUT.mkdir(parents=True, exist_ok=True)
 print("torch", torch.__version__, "| torchvision", torchvision.__version__)
@@ -103,9 +106,15 @@ print("conversions match torchvision.ops.box_convert")
 #
 # IoU is the area both boxes cover divided by the area either covers. The intersection of two
 # boxes is itself a box: its left edge is the larger of the two left edges, its right edge the
-# smaller of the two right edges; if they cross, the width is zero. By hand for two 10 x 10
-# squares shifted by 5 in x and y: intersection 5 x 5 = 25, union 100 + 100 - 25 = 175,
-# IoU = 25 / 175 = 1/7.
+# smaller of the two right edges; if they cross, the width is zero. A picture first (drawn by
+# `detseg.viz.diagrams`): two boxes of 5 x 4 and 5 x 5 that share a 3 x 3 square.
+
+# %%
+diagrams.show(diagrams.iou_figure())
+
+# %% [markdown]
+# By hand for two 10 x 10 squares shifted by 5 in x and y: intersection 5 x 5 = 25, union
+# 100 + 100 - 25 = 175, IoU = 25 / 175 = 1/7. The function computes every pair of two lists at once.
 
 
 # %%
@@ -127,6 +136,7 @@ square = np.array([[0.0, 0.0, 10.0, 10.0]])
 shifted = np.array([[5.0, 5.0, 15.0, 15.0], [20.0, 20.0, 30.0, 30.0]])
 print(box_iou(square, shifted))  # [[1/7, 0]]
 assert np.isclose(box_iou(square, shifted)[0, 0], 1 / 7)
+assert np.isclose(box_iou(np.array([[1.0, 1, 6, 5]]), np.array([[3.0, 2, 8, 7]]))[0, 0], 9 / 36)
 
 # %% [markdown]
 # The same function on hundreds of random boxes, asserted equal to `torchvision.ops.box_iou`.
@@ -167,9 +177,11 @@ print("NMS matches torchvision.ops.nms at IoU thresholds 0.3, 0.5, 0.7")
 
 # %% [markdown]
 # To see it work, scatter noisy guesses around three objects and keep what NMS keeps. Green:
-# the objects; grey: every guess; red: the guesses NMS keeps at IoU 0.5. One object keeps two
-# boxes: they overlap by less than 0.5. The threshold trades duplicates against losing one of
-# two objects that really do overlap.
+# the objects; grey: every guess; red: the guesses NMS keeps at IoU 0.5. Here each object keeps
+# exactly one box (the cell checks it): the guesses around one object overlap each other by more
+# than 0.5. Noisier guesses would leave a second box on an object whenever two of them overlap by
+# 0.5 or less; a lower threshold removes such duplicates but also deletes one of two real objects
+# that overlap. The threshold trades one against the other.
 
 # %%
 objects = np.array(
@@ -179,6 +191,9 @@ picture_rng = np.random.default_rng(1)
 guesses = np.repeat(objects, 8, axis=0) + picture_rng.normal(0, 6, (24, 4))  # [24, 4]
 guess_scores = picture_rng.uniform(0.3, 1.0, len(guesses))
 kept = nms(guesses, guess_scores, 0.5)
+best_object = box_iou(guesses[kept], objects).argmax(axis=1)  # which object each kept box covers
+print("kept guesses", kept.tolist(), "-> objects", best_object.tolist())
+assert sorted(best_object.tolist()) == [0, 1, 2]  # one box per object
 
 
 def draw_boxes(axis, boxes, color, width):
@@ -469,6 +484,10 @@ print("detseg.metrics.evaluate_coco: all 12 numbers equal pycocotools")
 #    compare with the 101-level AP.
 # 4. Raise the detector's noise in `make_coco_case` from 2 to 6 pixels: which of AP50 and
 #    mAP@[.50:.95] drops more, and why?
+#
+# Next: [01, Mask R-CNN explained](../01_mask_r_cnn_fine_tuning/maskrcnn_lesson.ipynb) (detection
+# and instance segmentation), then the segmentation lessons of
+# [05](../05_unet_segmentation/1_unet_salt.ipynb).
 
 # %%
 print(f"run time of this notebook: {time.perf_counter() - NOTEBOOK_START:.1f} s")
