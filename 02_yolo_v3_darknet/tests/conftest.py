@@ -60,3 +60,24 @@ def ex02_env(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+QUICK_TRAIN = ["--image-size", "64", "--epochs", "1", "--threads", "1", "--mosaic", "0.5"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One smoke-size ``train.py`` run (YOLOv3-tiny at 64 px, one epoch on 13 images), shared by the
+    tests of detect / export / train outputs; returns ``train.main``'s result."""
+    import torch
+
+    out = tmp_path_factory.mktemp("ex02-run")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETSEG_SMOKE", "1")
+        patch.setenv("DETSEG_DATA", str(shared_data))
+        patch.setenv("DETSEG_RUNS", str(out / "runs"))
+        patch.setenv("MPLBACKEND", "Agg")
+        result = load_script("train").main([*QUICK_TRAIN, "--output-dir", str(out / "run")])
+    torch.set_num_threads(threads)
+    return result

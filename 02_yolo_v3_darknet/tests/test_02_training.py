@@ -114,15 +114,15 @@ def test_fixed_predictions_map_agrees_with_pycocotools(tmp_path: Path):
     assert evaluate_coco(gt, predictions_to_coco(clean, tuple(targets)), "bbox").stats["AP"] == 1.0
 
 
-def test_train_main_writes_darknet_files_and_predictions(script, tmp_path: Path):
-    result = script("train").main([*TINY_RUN, "--output-dir", str(tmp_path / "run")])
+def test_train_main_writes_darknet_files_and_predictions(trained_run: dict):
+    result = trained_run
     assert result["weights_roundtrip_max_diff"] == 0.0
     cfg_path, weights_path = (Path(p) for p in result["darknet_files"])
     assert "filters=30" in cfg_path.read_text()  # 3 x (5 + 5 shape classes)
     from darknet_cfg import parse_cfg
 
     assert weights_path.stat().st_size == parse_cfg(cfg_path).weights_bytes
-    predictions = json.loads((tmp_path / "run" / "val_predictions.json").read_text())
+    predictions = json.loads((Path(result["output_dir"]) / "val_predictions.json").read_text())
     assert len(predictions) == result["eval"]["detections"] > 0
     assert set(result["eval"]) >= {"mAP50", "mAP"}
     assert result["history"][0]["train"]["loss"] > 0

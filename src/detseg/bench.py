@@ -114,6 +114,11 @@ CASES: dict[str, Case] = {
         "01_mask_r_cnn_fine_tuning",
         "default run (train.py, 16 epochs) to the segm AP50 bar, then ONNX export and timing",
     ),
+    "02-yolov3-tiny-onnx": Case(
+        "02_yolo_v3_darknet/bench_cases.py:case_ort_vs_eager",
+        "02_yolo_v3_darknet",
+        "YOLOv3-tiny 416 inference: ONNX Runtime and OpenCV DNN (darknet files) vs eager",
+    ),
     "05-unet-onnx": Case(
         "05_unet_segmentation/bench_cases.py:case_ort_vs_eager",
         "05_unet_segmentation",
