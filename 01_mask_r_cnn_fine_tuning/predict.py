@@ -123,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, args.score_threshold)
     classes = _names(config)
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source = Path(args.source)
     max_frames = 1 if args.dry_run else args.max_frames
     timings: list[float] = []

@@ -128,7 +128,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserError(f"--threshold must be in (0, 1), got {threshold}", fix="e.g. 0.5")
     palette = palette_of(config)
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     timings: list[float] = []
     pixels = np.zeros(len(palette), dtype=np.int64)
 
