@@ -181,8 +181,9 @@ def test_small_cnn_onnxruntime_and_opencv_match_eager(tmp_path: Path):
 
 @pytest.mark.xfail(
     reason="OpenCV DNN 4.14 computes a padded 3x3 depthwise conv on a 1x1 map wrongly (diff ~0.6); "
-    "it hits SSDlite's last head level. When this passes, drop the [:-6] in the SSDlite test.",
-    strict=False,
+    "it hits SSDlite's last head level. When this passes (strict: the suite then fails), drop the "
+    "[:-6] in the SSDlite test and this test.",
+    strict=True,
 )
 def test_opencv_depthwise_conv_on_1x1_input(tmp_path: Path):
     torch.manual_seed(0)

@@ -79,8 +79,17 @@ def test_tour_list_names_the_core_steps(capsys):
     assert {"core-data", "core-validate", "core-eval", "core-export"} <= set(tour_cmd.TOUR)
 
 
-def test_every_tour_target_resolves_to_a_function():
-    from detseg.bench import load_target
+def test_every_tour_target_is_a_function_of_out_dir_returning_a_dict():
+    import inspect
 
-    for target in tour_cmd.TOUR.values():
-        assert callable(load_target(target))
+    from detseg.bench import load_target
+    from detseg.errors import UserError
+
+    for name, target in tour_cmd.TOUR.items():
+        function = load_target(target)
+        assert function.__name__ == target.rpartition(":")[2], name
+        signature = inspect.signature(function)
+        assert list(signature.parameters) == ["out_dir"], name  # run(out_dir) -> dict
+        assert str(signature.return_annotation).startswith("dict"), name
+    with pytest.raises(UserError, match="no function .no_such_step. in detseg.tour_core"):
+        load_target("detseg.tour_core:no_such_step")

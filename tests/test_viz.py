@@ -109,8 +109,16 @@ def test_mask_overlay_is_exact_alpha_blend_inside_mask_only():
 
 
 def test_colours_are_stable_and_distinct():
-    assert class_color(4) == class_color(4)
+    # the same colours in another process (another hash seed): nothing random or hash-based
+    code = "from detseg.viz import class_color; print([class_color(c) for c in range(20)])"
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert other.stdout.strip() == str([class_color(c) for c in range(20)])
     assert len({class_color(c) for c in range(10)}) == 10
+    assert class_color(np.int64(3)) == class_color(3) == class_color(3 + 16)  # 16 colours, cycled
+    assert all(isinstance(v, int) and 0 <= v <= 255 for c in range(16) for v in class_color(c))
 
 
 def test_default_palette_matches_pascal_voc():
@@ -200,18 +208,52 @@ def test_plot_history_one_subplot_per_group(tmp_path: Path):
         plot_history([{"epoch": 1, "note": "x"}], tmp_path / "none.png")
 
 
-def test_plot_pr_curves_and_confusion_matrix(tmp_path: Path):
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib Figures that detseg.viz.plots saves, kept for a look at their content."""
+    from detseg.viz import plots
+
+    figures = []
+    save = plots._save
+
+    def keep(fig, path, dpi):
+        figures.append(fig)
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_plot_pr_curves_and_confusion_matrix(tmp_path: Path, saved_figures):
     recall = np.linspace(0, 1, 101)
     pr = plot_pr_curves(
         recall, {"cat": 1 - recall**2, "dog": np.full(101, -1.0)}, tmp_path / "pr.png"
     )
     assert cv2.imread(str(pr)) is not None
+    [axis] = saved_figures[-1].axes
+    cat, dog = axis.get_lines()
+    np.testing.assert_allclose(cat.get_xdata(), recall)
+    np.testing.assert_allclose(cat.get_ydata(), 1 - recall**2)
+    assert np.isnan(dog.get_ydata()).all()  # COCO's -1 ("no ground truth") is not drawn
+    # mean of 1 - r^2 over r = 0, 0.01 .. 1: 1 - 100 * 101 * 201 / 6 / 100^2 / 101 = 0.665
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert labels == ["cat (0.665)", "dog (nan)"]
     with pytest.raises(ValueError, match="101 recalls"):
         plot_pr_curves(recall, {"cat": [1.0, 0.5]}, tmp_path / "bad.png")
     cm = np.array([[5, 1, 0], [0, 0, 0], [2, 0, 3]])
     path = plot_confusion_matrix(cm, ["a", "b", "background"], tmp_path / "cm.png")
     raw = plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "cm_raw.png", normalize=False)
     assert cv2.imread(str(path)) is not None and cv2.imread(str(raw)) is not None
+    normalised, counts = (figure.axes[0] for figure in saved_figures[-2:])
+    # rows divided by their sums (the empty row stays 0); raw counts as they are
+    expected = [[5 / 6, 1 / 6, 0], [0, 0, 0], [0.4, 0, 0.6]]
+    np.testing.assert_allclose(normalised.get_images()[0].get_array(), expected)
+    np.testing.assert_allclose(counts.get_images()[0].get_array(), cm)
+    assert [t.get_text() for t in normalised.texts] == [
+        "0.83", "0.17", "0.00", "0.00", "0.00", "0.00", "0.40", "0.00", "0.60"
+    ]  # fmt: skip
+    assert [t.get_text() for t in counts.texts][:3] == ["5", "1", "0"]
+    assert [t.get_text() for t in normalised.get_xticklabels()] == ["a", "b", "background"]
     with pytest.raises(ValueError, match="3 class names"):
         plot_confusion_matrix(np.eye(2), ["a", "b", "c"], tmp_path / "cm_bad.png")
 
