@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from detseg.bad_input import Case, make_file
+from detseg.bad_input import Case, make_file, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,7 @@ def _dets(**change: object) -> bytes:
 
 
 GOOD = {"gt.json": _json(GT), "pred.json": _dets()}
+PNG_64x48 = png_bytes(48, 64)  # the size of GT's image
 EVAL = ["eval", "--gt", "{tmp}/gt.json", "--pred", "{tmp}/pred.json"]
 SEGM = [*EVAL, "--iou-type", "segm"]
 D = "detseg"
@@ -272,6 +273,42 @@ CORE_CASES = [
         ["data", "show", "{tmp}/data.yaml", "--format", "yolo", "--out", "{tmp}/g.png"],
         "{tmp}/data.yaml",
         {"data.yaml": b"names: [unclosed\n  - : :\n"},
+    ),
+    Case(
+        "show-out-under-a-file",
+        D,
+        ["data", "show", "{tmp}/gt.json", "--format", "coco", "--out", "{tmp}/f/g.png"],
+        ["--out", "{tmp}/f"],
+        {"gt.json": _json(GT), "a.png": PNG_64x48, "f": "text"},
+    ),
+    Case(
+        "show-image-of-another-size",
+        D,
+        ["data", "show", "{tmp}/gt.json", "--format", "coco", "--out", "{tmp}/g.png"],
+        ["{tmp}/a.png", "16x16", "64x48"],
+        {"gt.json": _json(GT), "a.png": "png"},
+    ),
+    Case(
+        "convert-dst-under-a-file",
+        D,
+        ["data", "convert", "--from", "coco", "--to", "yolo", "{tmp}/gt.json", "{tmp}/f/o"],
+        "{tmp}/f",
+        {"gt.json": _json(GT), "a.png": "png", "f": "text"},
+    ),
+    Case(
+        "make-out-under-a-file",
+        D,
+        ["data", "make", "--recipe", "shapes", "--out", "{tmp}/f/o", "--num-images", "2"],
+        ["--out", "{tmp}/f"],
+        {"f": "text"},
+    ),
+    Case(
+        "eval-gt-unreadable",
+        D,
+        EVAL,
+        "{tmp}/gt.json",
+        GOOD,
+        unreadable=["gt.json"],
     ),
     # detseg tour / bench / the command itself
     Case(

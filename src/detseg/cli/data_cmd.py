@@ -121,6 +121,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _check_format(args.src_format)
     _check_format(args.dst_format)
+    # DST is a folder, or a .json file (COCO) whose folder must be one
+    _check_output_folder(args.dst if args.dst.suffix.lower() != ".json" else args.dst.parent, "DST")
     out = convert(args.src, args.src_format, args.dst, args.dst_format, split=args.split)
     print(f"wrote {out}")
     return 0
@@ -136,6 +138,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _check_format(args.format)
     if args.num < 1:
         raise UserError(f"--num must be at least 1, got {args.num}", fix="e.g. --num 16")
+    _check_output_folder(args.out.parent, "--out")
     try:
         from detseg import viz
     except ModuleNotFoundError as err:
@@ -149,6 +152,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     for record in records:
         if spec.kind == "detection":
             image = read_image(dataset.image_path(record))
+            if image.shape[:2] != (record.height, record.width):
+                raise UserError(
+                    f"image is {image.shape[1]}x{image.shape[0]} but its annotation says "
+                    f"{record.width}x{record.height} (width x height)",
+                    path=dataset.image_path(record),
+                    fix=f"correct the size in the annotations, or run 'detseg data validate "
+                    f"{args.path} --format {args.format}' to list every such problem",
+                )
             masks = None
             shapes = record.segmentations or []
             if shapes and all(len(s) for s in shapes):  # every instance has a mask
