@@ -1,0 +1,207 @@
+"""The command line shared by ``train_bbox.py`` (07a, one class) and ``train_multiclass.py`` (07b).
+
+Both scripts are this module with other defaults (:data:`DEFAULTS`): the flags, the checks that turn
+bad values into one-line errors, and the run itself (:func:`bbox_training.fit_regressor`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import bbox_data
+import bbox_models
+import bbox_training
+
+from detseg import settings
+from detseg.cli.common import (
+    add_standard_args,
+    existing_path,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    validate_standard_args,
+)
+from detseg.errors import UserError
+
+EXAMPLE = bbox_training.EXAMPLE
+# the measured configurations of the README (small backbone, 2 CPU cores)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "single": {"classes": ["airplane"], "epochs": 30, "batch_size": 32, "lr": 1e-3, "run": "bbox"},
+    "multi": {"classes": None, "epochs": 30, "batch_size": 32, "lr": 1e-3, "run": "multiclass"},
+}  # fmt: skip
+PRETRAIN = {"epochs": 8, "batch_size": 32, "lr": 3e-3}
+
+
+def get_args_parser(task: str) -> argparse.ArgumentParser:
+    """The parser of ``train_bbox.py`` (``task="single"``) or ``train_multiclass.py`` (``"multi"``)."""
+    defaults = DEFAULTS[task]
+    single = task == "single"
+    parser = argparse.ArgumentParser(
+        description=(
+            "07a: regress the box of the one object in each image (Keras, frozen backbone)"
+            if single
+            else "07b: regress the box and classify the object (two heads, weighted losses)"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--backbone",
+        default="auto",
+        choices=["auto", *bbox_models.IMAGE_SIZE],
+        help="vgg16: ImageNet weights (downloaded once, ~59 MB); small: pretrained here on the "
+        "built-in classification task, no download; auto: vgg16 if its weights are cached or "
+        "can be downloaded, else small",
+    )
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        default=defaults["classes"],
+        help="classes to use (default: "
+        + ("airplane" if single else "every class of the dataset")
+        + ")",
+    )
+    parser.add_argument(
+        "--num-images", type=int, default=None, help="size of the built-in dataset (default 2400)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.1, help="per class, for early stopping"
+    )
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="per class, held out")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    if not single:
+        parser.add_argument("--bbox-weight", type=float, default=1.0, help="weight of the box loss")
+        parser.add_argument(
+            "--class-weight", type=float, default=1.0, help="weight of the class loss"
+        )
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=PRETRAIN["epochs"], help="small backbone only"
+    )
+    parser.add_argument(
+        "--pretrain-lr", type=float, default=PRETRAIN["lr"], help="small backbone only"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="TensorFlow CPU threads (default: its choice)"
+    )
+    add_standard_args(
+        parser,
+        example=EXAMPLE,
+        epochs=defaults["epochs"],
+        batch_size=defaults["batch_size"],
+        lr=defaults["lr"],
+        workers=0,
+    )
+    parser.set_defaults(output_dir=None)
+    return parser
+
+
+def resolve_backbone(name: str) -> str:
+    """``auto`` -> ``vgg16`` when its ImageNet weights are cached or downloadable, else ``small``."""
+    if name != "auto":
+        return name
+    try:
+        bbox_models.vgg16_weights_path()
+    except UserError as err:
+        print(f"note: {err.what}; using --backbone small")
+        return "small"
+    return "vgg16"
+
+
+def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
+    """Validate the flags (one-line UserError) and fill ``output_dir`` and ``resume``."""
+    resume = args.resume
+    args.resume = False  # the core check looks for last.pt; this folder writes last.keras
+    validate_standard_args(args)
+    args.resume = resume
+    for fraction in ("val_fraction", "test_fraction"):
+        value = getattr(args, fraction)
+        if not 0 < value < 1:
+            flag = "--" + fraction.replace("_", "-")
+            raise UserError(f"{flag} must be in (0, 1), got {value}", fix=f"e.g. {flag} 0.2")
+    if args.val_fraction + args.test_fraction >= 0.9:
+        raise UserError(
+            "--val-fraction + --test-fraction leave under 10% to train", fix="e.g. 0.1 and 0.2"
+        )
+    non_negative_int(args.patience, "--patience")
+    positive_int(args.pretrain_epochs, "--pretrain-epochs")
+    positive_float(args.pretrain_lr, "--pretrain-lr")
+    if args.num_images is not None:
+        positive_int(args.num_images, "--num-images")
+    if args.threads is not None:
+        positive_int(args.threads, "--threads")
+    for flag in ("bbox_weight", "class_weight"):
+        if hasattr(args, flag):
+            positive_float(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.weights is not None:
+        bbox_training.check_keras_file(args.weights, "--weights")
+    bbox_training.select_strategy(args.device)  # an unknown device fails here, before any work
+    args.backbone = resolve_backbone(args.backbone)
+    if args.output_dir is None:
+        run = f"{DEFAULTS[task]['run']}-{args.backbone}"
+        args.output_dir = settings.runs_root() / EXAMPLE / run
+    if args.resume is True:
+        args.resume = Path(args.output_dir) / "last.keras"
+        if not args.resume.is_file():
+            raise UserError(
+                "--resume: no last.keras in the output folder",
+                path=args.resume,
+                fix="pass --resume CHECKPOINT, the --output-dir of the run to continue, or drop --resume",
+            )
+    elif args.resume:
+        args.resume = existing_path(args.resume, "--resume", kind="file")
+    if args.resume:
+        bbox_training.check_keras_file(args.resume, "--resume")
+        bbox_training.read_state(args.resume)
+    return args
+
+
+def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train 07a (``task="single"``) or 07b (``"multi"``); returns :func:`fit_regressor`'s result
+    plus ``mean_iou`` and ``class_accuracy`` (test split; None for 07a)."""
+    args = check_args(get_args_parser(task).parse_args(argv), task)
+    bbox_training.set_threads(args.threads or bbox_training.environment_threads())
+    with_class = task == "multi"
+    dataset = bbox_data.load_source(args.data_path, num_images=args.num_images)
+    classes = args.classes or dataset.classes
+    splits_all = bbox_data.split_dataset(
+        dataset, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed
+    )
+    splits = {name: bbox_data.select_classes(part, classes) for name, part in splits_all.items()}
+    output_dir = Path(args.output_dir) / "dry-run" if args.dry_run else Path(args.output_dir)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result = bbox_training.fit_regressor(
+        splits=splits,
+        backbone_name=args.backbone,
+        with_class=with_class,
+        epochs=1 if args.dry_run else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        output_dir=output_dir,
+        config=config,
+        pretrain={
+            "epochs": 1 if args.dry_run else args.pretrain_epochs,
+            "batch_size": PRETRAIN["batch_size"],
+            "lr": args.pretrain_lr,
+            "cache_dir": settings.runs_root() / EXAMPLE / "pretrained",
+            # the backbone learns the classes of the whole training split, whatever --classes says
+            "train_splits": splits_all,
+        },
+        bbox_weight=getattr(args, "bbox_weight", 1.0),
+        class_weight=getattr(args, "class_weight", 1.0),
+        patience=args.patience,
+        resume=args.resume or None,
+        init_weights=args.weights,
+        max_steps=1 if args.dry_run else None,
+        tracker=args.tracker,
+        device=args.device,
+        verbose=1,
+    )
+    print(f"trainable parameters: {result['trainable_parameters']}")
+    print(bbox_training.describe(result))
+    print(f"run folder: {result['output_dir']}")
+    result["mean_iou"] = result["test"]["mean_iou"]
+    result["class_accuracy"] = result["test"].get("class_accuracy")
+    return result

@@ -1,0 +1,615 @@
+"""Training of this folder's Keras models: callbacks, resume, pretraining, evaluation.
+
+Keras trains with its own loop (``model.fit``), not the repository's PyTorch engine, so what the engine
+gives the other folders is done here with Keras callbacks:
+
+- progress: Keras' progress bar (``verbose``);
+- checkpoints: :class:`AtomicCheckpoint` writes ``last.keras`` every epoch and ``best.keras`` when the
+  validation IoU improves, each through a temporary file and an atomic rename, with a ``.json``
+  beside it (epoch, history, early-stopping state, config): enough to resume and to predict;
+- ``history.csv``: ``keras.callbacks.CSVLogger`` (appends on resume);
+- early stopping: :class:`ResumableEarlyStopping` (Keras' own, plus its counters in the checkpoint);
+- ``--tracker``: :class:`TrackerCallback` hands each epoch to the core's trackers (csv, W&B offline);
+- ``--resume``: reload ``last.keras`` (weights and optimizer state) and continue at the next epoch, with
+  the data order of that epoch (:func:`bbox_data.epoch_order`) and the early-stopping counters.
+
+Distribution: :func:`select_strategy` builds the model under a ``tf.distribute`` strategy:
+``MirroredStrategy`` over every GPU when there are several, one device otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import bbox_data
+import bbox_models
+import cv2
+import numpy as np
+from bbox_models import keras, tf
+
+from detseg.boxes import box_iou
+from detseg.engine.checkpoint import atomic_write_text, copy_atomic
+from detseg.engine.trackers import make_tracker
+from detseg.errors import UserError
+from detseg.metrics.segmentation import confusion_matrix
+from detseg.viz import plot_confusion_matrix, plot_history
+
+EXAMPLE = "07_bbox_regression_tensorflow"
+MONITOR = "val_bbox_iou"  # Keras names it <output>_<metric name>
+TRUE_COLOR = (40, 200, 40)
+PREDICTED_COLOR = (230, 30, 30)
+
+
+# ------------------------------------------------------------------------------- devices
+
+
+def select_strategy(device: str = "auto") -> Any:
+    """The ``tf.distribute`` strategy for ``--device``.
+
+    ``auto``: ``MirroredStrategy`` (synchronous data parallelism, one replica per GPU) when TensorFlow
+    sees several GPUs, the single GPU when it sees one, the CPU otherwise. ``cpu`` / ``cuda`` /
+    ``cuda:N`` pick one device.
+
+    Raises:
+        UserError: a device that TensorFlow does not have (``mps``: TensorFlow has no MPS backend).
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if device == "auto":
+        if len(gpus) > 1:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if device == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if device == "cuda" or device.startswith("cuda:"):
+        index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
+        if index < len(gpus):
+            return tf.distribute.OneDeviceStrategy(f"/gpu:{index}")
+        raise UserError(
+            f"--device {device}: TensorFlow sees {len(gpus)} GPU(s)",
+            fix="use --device auto or cpu (TensorFlow needs its CUDA build to see a GPU)",
+        )
+    raise UserError(
+        f"--device {device} is not available to TensorFlow",
+        fix="use auto, cpu, cuda or cuda:N (TensorFlow has no Apple MPS backend)",
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    """TensorFlow's CPU threads (inter- and intra-op), if it has not started yet (then: unchanged)."""
+    if threads is None:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime is already initialised in this process
+        pass
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+
+def save_keras_atomic(model: Any, path: str | Path) -> Path:
+    """``model.save(path)`` so that ``path`` is the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".save-") as folder:
+        staged = Path(folder) / path.name
+        model.save(staged)
+        copy_atomic(staged, path)
+    return path
+
+
+def check_keras_file(path: str | Path, flag: str) -> Path:
+    """``path`` if it is a ``.keras`` archive (a zip holding ``config.json``), else a UserError
+    naming ``flag`` and the file: checked before any work starts."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag}: no such file", path=path, fix="check the path")
+    if path.suffix != ".keras":
+        raise UserError(
+            f"{flag} must be a .keras file written by this folder",
+            path=path,
+            fix="pass runs/07_bbox_regression_tensorflow/<run>/best.keras",
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UserError(
+            f"{flag}: not a Keras archive ({type(err).__name__})",
+            path=path,
+            fix="pass a .keras file written by train_bbox.py / train_multiclass.py",
+        ) from err
+    if "config.json" not in names:
+        raise UserError(
+            f"{flag}: a zip file without config.json, not a Keras model",
+            path=path,
+            fix="pass a .keras file written by train_bbox.py / train_multiclass.py",
+        )
+    return path
+
+
+def read_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``.json`` written beside a ``.keras`` checkpoint (epoch, history, config ...).
+
+    Raises:
+        UserError: missing or unreadable.
+    """
+    path = Path(checkpoint).with_suffix(".json")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise UserError(
+            "no training state beside the checkpoint",
+            path=path,
+            fix="pass a .keras file written by train_bbox.py / train_multiclass.py",
+        ) from err
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"unreadable training state ({err.msg})", path=path, fix="train again"
+        ) from err
+
+
+def load_trained(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
+    """``(model, state)`` from a ``.keras`` checkpoint and its ``.json``.
+
+    Raises:
+        UserError: the file is missing or not a Keras model of this folder.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(
+            "no such checkpoint",
+            path=checkpoint,
+            fix="train first (train_bbox.py / train_multiclass.py) or pass --weights FILE.keras",
+        )
+    check_keras_file(checkpoint, "checkpoint")
+    state = read_state(checkpoint)
+    try:
+        model = keras.models.load_model(checkpoint, compile=True)
+    except Exception as err:  # zip / h5 / config errors from Keras
+        raise UserError(
+            f"not a Keras model of this folder ({type(err).__name__})",
+            path=checkpoint,
+            fix="pass a .keras file written by this folder's training scripts",
+        ) from err
+    return model, state
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping whose counters (``wait``, ``best``) survive a resume."""
+
+    def __init__(self, *args: Any, restored: Mapping[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._restored = dict(restored or {})
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._restored:
+            self.wait = int(self._restored["wait"])
+            self.best = float(self._restored["best"])
+
+    def counters(self) -> dict[str, float]:
+        best = float(self.best) if self.best is not None else None
+        return {"wait": int(self.wait), "best": best}
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """``last.keras`` every epoch, ``best.keras`` when ``monitor`` improves (higher is better);
+    each with a ``.json`` (epoch, history, best, early-stopping counters, config) beside it."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        config: Mapping[str, Any],
+        history: list[dict[str, Any]],
+        best: float | None,
+        early_stopping: ResumableEarlyStopping | None,
+        monitor: str = MONITOR,
+    ) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir)
+        self.config = dict(config)
+        self.history = history
+        self.best = best
+        self.early_stopping = early_stopping
+        self.monitor = monitor
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        logs = dict(logs or {})
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        row["epoch_time_s"] = time.perf_counter() - self._start
+        self.history.append(row)
+        value = logs.get(self.monitor)
+        improved = value is not None and (self.best is None or float(value) > self.best)
+        if improved:
+            self.best = float(value)
+        state = {
+            "epoch": epoch + 1,
+            "history": self.history,
+            "best": self.best,
+            "monitor": self.monitor,
+            "early_stopping": self.early_stopping.counters() if self.early_stopping else None,
+            "config": self.config,
+        }
+        save_keras_atomic(self.model, self.output_dir / "last.keras")
+        atomic_write_text(self.output_dir / "last.json", json.dumps(state, indent=1) + "\n")
+        if improved:
+            copy_atomic(self.output_dir / "last.keras", self.output_dir / "best.keras")
+            atomic_write_text(self.output_dir / "best.json", json.dumps(state, indent=1) + "\n")
+
+
+class TrackerCallback(keras.callbacks.Callback):
+    """Hands each epoch to a core tracker (``--tracker csv | wandb | wandb-online``) in the engine's
+    history format: ``{"epoch", "lr", "train": {...}, "eval": {...}}``."""
+
+    def __init__(self, tracker: Any, history: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.entries = [self._entry(row) for row in history]
+
+    @staticmethod
+    def _entry(row: Mapping[str, Any]) -> dict[str, Any]:
+        train = {
+            k: v for k, v in row.items() if k not in ("epoch", "lr") and not k.startswith("val_")
+        }
+        evals = {k[4:]: v for k, v in row.items() if k.startswith("val_")}
+        return {"epoch": row["epoch"], "lr": row.get("lr", 0.0), "train": train, "eval": evals}
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.entries.append(self._entry(row))
+        self.tracker.log_epoch(self.entries)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.tracker.close()
+
+
+# ------------------------------------------------------------------------------- pretraining
+
+
+def _cache_key(parts: Mapping[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pretrain_small_backbone(
+    splits: Mapping[str, Any],
+    *,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    cache_dir: Path,
+    max_steps: int | None = None,
+    verbose: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """Train the small backbone to classify the images of ``splits["train"]`` (all its classes), or
+    reuse the copy cached under the same settings; returns ``(backbone, info)``.
+
+    The task sees the training images and their class names, never a box and never a val / test
+    image. ``info``: ``{"val_accuracy", "seconds", "cached", "path"}``.
+    """
+    train, val = splits["train"], splits["val"]
+    key = _cache_key(
+        {
+            "files": sorted(r.file_name for r in train.records),
+            "root": str(Path(train.root).resolve()),
+            "classes": train.classes,
+            "widths": bbox_models.SMALL_WIDTHS,
+            "image_size": image_size,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "max_steps": max_steps,
+        }
+    )
+    path = Path(cache_dir) / f"small_backbone-{key}.keras"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        info = json.loads(path.with_suffix(".json").read_text())
+        return keras.models.load_model(path), {**info, "cached": True, "path": str(path)}
+    if verbose:
+        print(
+            f"pretraining the small backbone: classify {len(train)} training images into "
+            f"{', '.join(train.classes)} ({epochs} epochs; cached as {path})"
+        )
+    start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    backbone = bbox_models.build_small_backbone(image_size)
+    classifier = bbox_models.classifier_on(backbone, len(train.classes))
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+    )
+    steps = bbox_data.steps_per_epoch(len(train), batch_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+
+    def labels_only(dataset: Any) -> Any:
+        return dataset.map(lambda images, targets: (images, targets["class"]))
+
+    data = labels_only(
+        bbox_data.training_dataset(
+            train, image_size=image_size, batch_size=batch_size, with_class=True, seed=seed,
+            first_epoch=0, last_epoch=epochs,
+        )
+    )  # fmt: skip
+    val_data = labels_only(
+        bbox_data.box_dataset(val, image_size=image_size, batch_size=64, with_class=True)
+    )
+    fit = classifier.fit(
+        data, epochs=epochs, steps_per_epoch=steps, validation_data=val_data, verbose=verbose,
+        shuffle=False,
+    )  # fmt: skip
+    info = {
+        "val_accuracy": float(fit.history["val_sparse_categorical_accuracy"][-1]),
+        "seconds": time.perf_counter() - start,
+        "epochs": epochs,
+    }
+    save_keras_atomic(backbone, path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=1) + "\n")
+    return backbone, {**info, "cached": False, "path": str(path)}
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+def predict_split(
+    model: Any, dataset: Any, *, image_size: int, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Predictions on every record of ``dataset``, boxes in pixels of the original images.
+
+    Returns:
+        ``{"boxes": float32 [N, 4] xyxy pixels, "scores": float32 [N, C] (class heads only)}``.
+    """
+    pipeline = bbox_data.box_dataset(
+        dataset, image_size=image_size, batch_size=batch_size, with_class=False
+    ).map(lambda images, targets: images)
+    outputs = model.predict(pipeline, verbose=0)
+    result = {"boxes": np.asarray(outputs["bbox"], np.float32) * bbox_data.image_sizes(dataset)}
+    if "class" in outputs:
+        result["scores"] = np.asarray(outputs["class"], np.float32)
+    return result
+
+
+def draw_boxes(
+    image: np.ndarray, predicted: np.ndarray, truth: np.ndarray | None = None
+) -> np.ndarray:
+    """A copy of ``image`` (RGB uint8) with the true box (green) and the predicted one (red)."""
+    canvas = np.ascontiguousarray(image.copy())
+    thickness = max(2, round(min(image.shape[:2]) / 120))
+    for box, color in ((truth, TRUE_COLOR), (predicted, PREDICTED_COLOR)):
+        if box is not None:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thickness)
+    return canvas
+
+
+def paired_iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of ``predicted[i]`` with ``truth[i]`` (both [N, 4] xyxy pixels), by ``detseg.boxes``."""
+    return np.array(
+        [float(box_iou(p[None], t[None])[0, 0]) for p, t in zip(predicted, truth)], np.float64
+    )
+
+
+def box_metrics(
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    *,
+    scores: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """Mean IoU, the fraction of boxes with IoU >= 0.5 and >= 0.75, and (with ``scores``) the class
+    accuracy and confusion matrix (rows = true class)."""
+    ious = paired_iou(predicted, truth)
+    result: dict[str, Any] = {
+        "mean_iou": float(ious.mean()),
+        "iou_above_0.5": float((ious >= 0.5).mean()),
+        "iou_above_0.75": float((ious >= 0.75).mean()),
+        "num_images": len(ious),
+    }
+    if scores is not None and labels is not None:
+        predicted_labels = scores.argmax(axis=1)
+        result["class_accuracy"] = float((predicted_labels == labels).mean())
+        result["confusion"] = confusion_matrix(
+            predicted_labels, labels, num_classes or scores.shape[1], ignore_index=None
+        ).tolist()
+    return result
+
+
+# ------------------------------------------------------------------------------- the run
+
+
+def fit_regressor(
+    *,
+    splits: Mapping[str, Any],
+    backbone_name: str,
+    with_class: bool,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    output_dir: Path,
+    config: Mapping[str, Any],
+    pretrain: Mapping[str, Any],
+    bbox_weight: float = 1.0,
+    class_weight: float = 1.0,
+    patience: int = 5,
+    resume: Path | None = None,
+    init_weights: Path | None = None,
+    max_steps: int | None = None,
+    tracker: str = "none",
+    device: str = "auto",
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Train (or resume) a box regressor; evaluate ``best.keras`` on the test split; write plots.
+
+    Args:
+        splits: ``{"train", "val", "test"}`` datasets (:func:`bbox_data.split_dataset`).
+        backbone_name: ``"small"`` (pretrained here, see :func:`pretrain_small_backbone`, with
+            the keywords in ``pretrain``) or ``"vgg16"`` (ImageNet).
+        with_class: add the class head (07b).
+        resume: a ``last.keras`` to continue from (its ``.json`` gives the epoch and counters).
+        init_weights: a ``.keras`` whose weights start the run (``--weights``).
+        max_steps: batches per epoch cap (``--dry-run``: 1).
+    Returns:
+        ``{"test": box_metrics, "history", "epochs_run", "trainable_parameters", "parameters",
+        "seconds_per_epoch", "train_seconds", "pretrain", "output_dir", "pictures"}``.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    image_size = bbox_models.IMAGE_SIZE[backbone_name]
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    num_classes = len(train.classes)
+    strategy = select_strategy(device)
+    history: list[dict[str, Any]] = []
+    start_epoch, best, counters = 0, None, None
+    pretrain_info: dict[str, Any] = {}
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        if resume is not None:
+            model, state = load_trained(resume)
+            start_epoch, history = int(state["epoch"]), list(state["history"])
+            best, counters = state["best"], state["early_stopping"]
+            pretrain_info = dict(state["config"].get("pretrain_info", {}))
+        else:
+            if backbone_name == "small":
+                options = dict(pretrain)
+                source = options.pop("train_splits", splits)  # default: the classes trained here
+                backbone, pretrain_info = pretrain_small_backbone(
+                    source, image_size=image_size, seed=seed, max_steps=max_steps,
+                    verbose=verbose, **options,
+                )  # fmt: skip
+            else:
+                backbone = bbox_models.vgg16_backbone(image_size)
+            model = bbox_models.build_regressor(
+                backbone, num_classes=num_classes if with_class else None
+            )
+            if init_weights is not None:
+                try:
+                    model.load_weights(init_weights)
+                except ValueError as err:  # another architecture (07a weights into 07b ...)
+                    raise UserError(
+                        f"--weights do not fit this model ({str(err).splitlines()[0][:150]})",
+                        path=init_weights,
+                        fix="pass a checkpoint of the same script and --backbone",
+                    ) from err
+            bbox_models.compile_regressor(
+                model, lr=lr, with_class=with_class, bbox_weight=bbox_weight,
+                class_weight=class_weight,
+            )  # fmt: skip
+    config = {**config, "image_size": image_size, "classes": train.classes,
+              "with_class": with_class, "pretrain_info": pretrain_info}  # fmt: skip
+    early_stopping = ResumableEarlyStopping(
+        monitor=MONITOR, mode="max", patience=patience, restored=counters
+    )
+    callbacks = [
+        early_stopping,
+        AtomicCheckpoint(
+            output_dir, config=config, history=history, best=best, early_stopping=early_stopping
+        ),
+        keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=resume is not None),
+    ]
+    if tracker != "none":
+        tracked = make_tracker(tracker, output_dir, config=config)
+        callbacks.append(TrackerCallback(tracked, history))
+    steps = bbox_data.steps_per_epoch(len(train), batch_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    trained_now = 0
+    train_start = time.perf_counter()
+    if start_epoch < epochs:
+        data = bbox_data.training_dataset(
+            train, image_size=image_size, batch_size=batch_size, with_class=with_class,
+            seed=seed, first_epoch=start_epoch, last_epoch=epochs,
+        )  # fmt: skip
+        val_data = bbox_data.box_dataset(
+            val, image_size=image_size, batch_size=64, with_class=with_class
+        )
+        fit = model.fit(
+            data,
+            epochs=epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=steps,
+            validation_data=val_data,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the order is bbox_data.epoch_order's, so that resume is exact
+        )
+        trained_now = len(fit.epoch)
+    train_seconds = time.perf_counter() - train_start
+    best_model, best_state = load_trained(output_dir / "best.keras")
+    predictions = predict_split(best_model, test, image_size=image_size)
+    test_metrics = box_metrics(
+        predictions["boxes"],
+        bbox_data.true_boxes(test),
+        scores=predictions.get("scores"),
+        labels=bbox_data.true_labels(test),
+        num_classes=num_classes,
+    )
+    pictures = [plot_history(
+        [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history],
+        output_dir / "training_curves.png", title=f"{backbone_name} backbone",
+    )]  # fmt: skip
+    if with_class:
+        pictures.append(
+            plot_confusion_matrix(
+                np.array(test_metrics["confusion"]),
+                train.classes,
+                output_dir / "confusion_matrix.png",
+                normalize=False,
+                title=f"test split, accuracy {test_metrics['class_accuracy']:.3f}",
+            )
+        )
+    times = [row["epoch_time_s"] for row in history]
+    result = {
+        "test": test_metrics,
+        "best_epoch": int(best_state["epoch"]),
+        "epochs_run": len(history),
+        "epochs_trained_now": trained_now,
+        "history": history,
+        "trainable_parameters": bbox_models.trainable_parameters(model),
+        "parameters": bbox_models.all_parameters(model),
+        "seconds_per_epoch": float(np.median(times)) if times else 0.0,
+        "train_seconds": train_seconds,
+        "pretrain": pretrain_info,
+        "output_dir": str(output_dir),
+        "pictures": [str(p) for p in pictures],
+    }
+    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def describe(result: Mapping[str, Any]) -> str:
+    """One summary line of a run."""
+    test = result["test"]
+    text = (
+        f"test mean IoU {test['mean_iou']:.3f} | IoU>=0.5 {test['iou_above_0.5']:.3f} | "
+        f"IoU>=0.75 {test['iou_above_0.75']:.3f}"
+    )
+    if "class_accuracy" in test:
+        text += f" | class accuracy {test['class_accuracy']:.3f}"
+    return text + f" | best epoch {result['best_epoch']} of {result['epochs_run']}"
+
+
+def environment_threads() -> int | None:
+    """``DETSEG_TF_THREADS`` if set (the tests use 1), else None (TensorFlow's choice)."""
+    value = os.environ.get("DETSEG_TF_THREADS")
+    return int(value) if value else None

@@ -1,0 +1,118 @@
+"""The Keras pieces: IoU in Keras ops against the core and torchvision, the heads, VGG16's weights."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import bbox_models
+import h5py
+import numpy as np
+import pytest
+import torch
+import torchvision
+from bbox_models import keras
+from keras.src.legacy.saving import legacy_h5_format
+
+from detseg.boxes import box_iou
+from detseg.errors import UserError
+
+
+def test_box_iou_pairs_hand_computed():
+    boxes_a = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 0, 0]], np.float32)
+    boxes_b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [2, 2, 3, 3], [0, 0, 0, 0]], np.float32)
+    iou = keras.ops.convert_to_numpy(bbox_models.box_iou_pairs(boxes_a, boxes_b))
+    # 1 / (4 + 4 - 1); identical; disjoint; both empty -> 0 (not nan)
+    np.testing.assert_allclose(iou, [1 / 7, 1.0, 0.0, 0.0], rtol=1e-6)
+
+
+def test_box_iou_pairs_equals_core_and_torchvision_on_random_boxes():
+    rng = np.random.default_rng(3)
+    corners = np.sort(rng.random((200, 2, 2)), axis=1).astype(np.float32)  # [N, (min, max), (x, y)]
+    boxes_a = np.concatenate([corners[:, 0], corners[:, 1]], axis=1)  # xyxy
+    boxes_b = np.clip(boxes_a + rng.normal(0, 0.1, boxes_a.shape).astype(np.float32), 0, 1)
+    boxes_b[:, 2:] = np.maximum(boxes_b[:, 2:], boxes_b[:, :2])
+    mine = keras.ops.convert_to_numpy(bbox_models.box_iou_pairs(boxes_a, boxes_b))
+    core = np.diag(box_iou(boxes_a, boxes_b))
+    reference = torch.diag(
+        torchvision.ops.box_iou(torch.from_numpy(boxes_a), torch.from_numpy(boxes_b))
+    )
+    np.testing.assert_allclose(mine, core, atol=1e-6)
+    np.testing.assert_allclose(mine, reference.numpy(), atol=1e-6)
+    assert 0.05 < mine.mean() < 0.95  # a mix of overlaps, not a degenerate draw
+
+
+def test_iou_of_normalised_boxes_equals_iou_in_pixels():
+    """The metric runs on boxes divided by (width, height): the same IoU as in pixels."""
+    boxes_a = np.array([[10, 20, 110, 90]], np.float32)
+    boxes_b = np.array([[30, 10, 140, 80]], np.float32)
+    scale = np.array([320, 240, 320, 240], np.float32)
+    normalised = keras.ops.convert_to_numpy(
+        bbox_models.box_iou_pairs(boxes_a / scale, boxes_b / scale)
+    )
+    np.testing.assert_allclose(normalised, box_iou(boxes_a, boxes_b)[0], rtol=1e-5)
+
+
+def test_mean_box_iou_metric_averages_over_batches():
+    metric = bbox_models.MeanBoxIoU()
+    metric.update_state(np.array([[0, 0, 2, 2]], np.float32), np.array([[1, 1, 3, 3]], np.float32))
+    metric.update_state(np.array([[0, 0, 1, 1]], np.float32), np.array([[0, 0, 1, 1]], np.float32))
+    assert float(metric.result()) == pytest.approx((1 / 7 + 1) / 2)
+
+
+def test_caffe_preprocess_equals_keras_vgg16_preprocess_input():
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    mine = keras.ops.convert_to_numpy(bbox_models.CaffePreprocess()(images))
+    reference = keras.applications.vgg16.preprocess_input(images * 255.0)
+    np.testing.assert_allclose(mine, reference, atol=1e-4)
+
+
+def test_regressor_freezes_the_backbone_and_counts_the_seed_heads():
+    backbone = bbox_models.build_small_backbone(64)  # features [2, 2, 128] -> 512
+    model = bbox_models.build_regressor(backbone, num_classes=3)
+    features = 2 * 2 * bbox_models.SMALL_WIDTHS[-1]
+    bbox_head = (features * 128 + 128) + (128 * 64 + 64) + (64 * 32 + 32) + (32 * 4 + 4)
+    class_head = (features * 512 + 512) + (512 * 512 + 512) + (512 * 3 + 3)
+    assert bbox_models.trainable_parameters(model) == bbox_head + class_head
+    assert not backbone.trainable
+    outputs = model(np.zeros((2, 64, 64, 3), np.float32), training=False)
+    assert outputs["bbox"].shape == (2, 4) and outputs["class"].shape == (2, 3)
+    box = keras.ops.convert_to_numpy(outputs["bbox"])
+    assert (box > 0).all() and (box < 1).all()  # sigmoid
+    only_box = bbox_models.build_regressor(bbox_models.build_small_backbone(64))
+    assert set(only_box(np.zeros((1, 64, 64, 3), np.float32))) == {"bbox"}
+
+
+def test_vgg16_offline_names_url_cache_file_and_the_small_backbone(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    with pytest.raises(UserError) as info:
+        bbox_models.vgg16_weights_path(download=offline)
+    message = info.value.message()
+    assert bbox_models.VGG16_WEIGHTS["url"] in message
+    assert str(tmp_path / "models" / bbox_models.VGG16_WEIGHTS["file"]) in message
+    assert "--backbone small" in message and bbox_models.VGG16_WEIGHTS["md5"] in message
+
+
+def test_vgg16_uses_a_cached_weights_file_without_downloading(tmp_path, monkeypatch):
+    """A weights file at Keras' cache path (copied from a machine with internet) is loaded as is."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    keras.utils.set_random_seed(5)
+    donor = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    cached = tmp_path / "models" / bbox_models.VGG16_WEIGHTS["file"]
+    cached.parent.mkdir(parents=True)
+    # the layout of Keras' published file: the legacy HDF5 weights format, one group per layer
+    with h5py.File(cached, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, donor)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("must not download")
+
+    assert bbox_models.vgg16_weights_path(download=no_download) == cached
+    backbone = bbox_models.vgg16_backbone(32)
+    vgg = backbone.get_layer("vgg16")
+    for mine, theirs in zip(vgg.weights, donor.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert backbone(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 1, 1, 512)
