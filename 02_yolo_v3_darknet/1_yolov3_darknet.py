@@ -241,7 +241,8 @@ plt.show()
 model, cfg_text = build_custom_model("yolov3-tiny", len(splits.classes),
                                      anchors=[tuple(a) for a in anchors6], image_size=SIZE)  # fmt: skip
 result = fit(
-    model, splits, image_size=SIZE, epochs=EPOCHS, batch_size=16, lr=0.02,
+    model, splits, image_size=SIZE, epochs=EPOCHS, batch_size=16,
+        lr=1e-3, optimizer_name="adamw",
     output_dir=OUT / "run", device=torch.device("cpu"), progress=False,
     augment=YoloAugment(mosaic=0.5, hflip=0.5, hsv=(0.015, 0.5, 0.3)),
     config={"cfg_text": cfg_text, "classes": splits.classes, "image_size": SIZE},

@@ -16,7 +16,7 @@ FOLDER = Path(__file__).resolve().parent
 
 def case_ort_vs_eager() -> dict[str, Any]:
     """YOLOv3-tiny (80 classes, random weights: speed does not depend on them) on one [1, 3, 416,
-    416] image (160 in smoke mode): eager PyTorch vs ONNX Runtime vs OpenCV DNN reading the darknet
+    416] image (64 in smoke mode): eager PyTorch vs ONNX Runtime vs OpenCV DNN reading the darknet
     files, same threads, after a parity check on two other inputs.
 
     Returns:
@@ -34,7 +34,7 @@ def case_ort_vs_eager() -> dict[str, Any]:
     from detseg import settings
 
     smoke = settings.smoke_mode()
-    size = 160 if smoke else 416
+    size = 64 if smoke else 416
     cv2.setNumThreads(torch.get_num_threads())
     model = randomize(build_model("yolov3-tiny", size=size), seed=0).eval()
     generator = torch.Generator().manual_seed(1)

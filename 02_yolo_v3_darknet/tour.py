@@ -74,7 +74,8 @@ def run(out_dir: Path) -> dict[str, Any]:
     model, cfg_text = build_custom_model("yolov3-tiny", len(splits.classes), anchors=anchors,
                                          image_size=size)  # fmt: skip
     result = fit(
-        model, splits, image_size=size, epochs=1 if smoke else 6, batch_size=16, lr=0.02,
+        model, splits, image_size=size, epochs=1 if smoke else 6, batch_size=16,
+        lr=1e-3, optimizer_name="adamw",
         output_dir=out_dir / "run", device=torch.device("cpu"), progress=False,
         augment=YoloAugment(mosaic=0.5, hflip=0.5, hsv=(0.015, 0.5, 0.3)),
         config={"cfg_text": cfg_text, "classes": splits.classes, "image_size": size},

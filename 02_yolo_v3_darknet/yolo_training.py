@@ -200,9 +200,10 @@ def fit(
     loss_config: LossConfig | None = None,
     warmup_iters: int = 50,
     weight_decay: float = 5e-4,
+    optimizer_name: str = "sgd",
     **engine_kwargs: Any,
 ) -> dict[str, Any]:
-    """Train with the core engine: SGD (momentum 0.9, darknet's), warm-up, cosine lr per step;
+    """Train with the core engine: SGD (momentum 0.9, darknet's) or AdamW, warm-up, cosine lr per step;
     COCO box AP on the validation split after every epoch; ``best.pt`` by mAP@0.5."""
     train_set = YoloDataset(splits.train, image_size, augment=augment, seed=seed, cache_images=True)
     val_set = YoloDataset(splits.val, image_size, cache_images=True)
@@ -214,10 +215,14 @@ def fit(
     decay, no_decay = [], []
     for param in model.parameters():
         (no_decay if param.ndim <= 1 else decay).append(param)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr, momentum=0.9, nesterov=True,
-    )  # fmt: skip
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0},
+    ]
+    if optimizer_name == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    else:
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     steps = (engine_kwargs.get("max_steps_per_epoch") or len(loader)) * epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
