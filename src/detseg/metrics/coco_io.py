@@ -249,23 +249,31 @@ def _check_compressed(rles: list[dict]) -> np.ndarray:
     ok = np.ones(n, dtype=bool)
     if not lengths.sum():
         return totals == 0
-    chars = np.frombuffer(b"".join(strings), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(n), lengths)
-    ok[owner[(chars < 0) | (chars > 63)]] = False
-    last = np.cumsum(lengths)[lengths > 0] - 1
-    ok[owner[last[(chars[last] & 0x20) != 0]]] = False  # the last run is cut short
+    cum = np.cumsum(lengths)
+
+    def owner(positions: np.ndarray) -> np.ndarray:  # string index of character positions
+        return np.searchsorted(cum, positions, side="right")
+
+    raw = np.frombuffer(b"".join(strings), dtype=np.uint8)
+    ok[owner(np.flatnonzero((raw < 48) | (raw > 111)))] = False
+    chars = raw - np.uint8(48)  # a bad character wraps around; its string is already refused
     end = (chars & 0x20) == 0
+    last = cum[lengths > 0] - 1
+    ok[owner(last[~end[last]])] = False  # the last run is cut short
     end[last] = True
-    starts = np.flatnonzero(np.concatenate([[True], end[:-1]]))
-    run_of_char = np.cumsum(np.concatenate([[True], end[:-1]])) - 1
-    digit = np.arange(chars.size) - starts[run_of_char]
-    ok[owner[digit >= 7]] = False  # more than 35 bits: no uint32 run is that long
-    digit = np.minimum(digit, 6)
-    value = np.add.reduceat((chars & 0x1F) << (5 * digit), starts)
     ends = np.flatnonzero(end)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    digits = ends - starts + 1
+    ok[owner(starts[digits > 7])] = False  # more than 35 bits: no uint32 run is that long
+    value = np.zeros(ends.size, dtype=np.int64)
+    for k in range(7):  # little-endian base 32, at most 7 digits
+        longer = np.flatnonzero(digits > k)
+        if not longer.size:
+            break
+        value[longer] += (chars[starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
     negative = (chars[ends] & 0x10) != 0
-    value = np.where(negative, value - (1 << (5 * (digit[ends] + 1))), value)
-    run_owner = owner[ends]
+    value[negative] -= np.int64(1) << (5 * np.minimum(digits[negative], 7))
+    run_owner = np.repeat(np.arange(n), np.bincount(owner(ends), minlength=n))
     first_run = np.concatenate([[0], np.cumsum(np.bincount(run_owner, minlength=n))[:-1]])
     position = np.arange(value.size) - first_run[run_owner]
     runs = value.copy()
