@@ -1,0 +1,182 @@
+"""The pieces ``train.py`` hands to the core engine: EMA, optimizer groups, cosine schedule, step
+function, evaluation (COCO mAP@0.5 and mAP@0.5:0.95 with :mod:`detseg.metrics`), predictions.
+
+EMA lives inside the trained module (:class:`WithEMA`), so the engine's checkpoints hold it and
+``--resume`` restores it exactly; it is updated by a hook that runs after every optimizer step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from yolov7_loss import YOLOv7Loss
+
+from detseg.boxes import box_convert
+from detseg.data.formats import coco
+from detseg.data.letterbox import unletterbox_boxes
+from detseg.data.types import DetectionDataset
+from detseg.metrics import evaluate_coco
+from detseg.yolo_decode import postprocess
+
+EVAL_SCORE_THRESHOLD = 0.001  # as the authors' test.py: mAP needs the whole precision-recall curve
+EVAL_IOU_THRESHOLD = 0.65
+
+
+class WithEMA(nn.Module):
+    """The model being trained plus its exponential moving average (Polyak averaging).
+
+    ``ema = d * ema + (1 - d) * model`` after each optimizer step, for every floating-point entry of
+    the state dict (BatchNorm statistics included), with ``d = decay * (1 - exp(-updates / tau))``:
+    small at first so the average does not remember the random start (YOLOv5 / v7's ``ModelEMA``).
+
+    Shapes: ``forward`` is the trained model's.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0):
+        super().__init__()
+        self.model = model
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau = decay, tau
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def forward(self, images: Tensor) -> Any:
+        return self.model(images)
+
+    def train(self, mode: bool = True) -> WithEMA:
+        super().train(mode)
+        self.ema.eval()  # the average is never trained: its BatchNorm statistics come from the model
+        return self
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-float(self.updates) / self.tau))
+        source = self.model.state_dict()
+        for name, value in self.ema.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Update after every ``optimizer.step()`` (the engine's, AMP scaler's included)."""
+        optimizer.register_step_post_hook(lambda *_: self.update())
+
+
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float = 5e-4
+) -> torch.optim.Optimizer:
+    """Three groups as the authors: BatchNorm weights and biases without weight decay, the rest
+    with it. ``name``: ``"sgd"`` (momentum 0.937, Nesterov) or ``"adamw"`` (betas 0.937, 0.999)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            is_bn = isinstance(module, nn.BatchNorm2d)
+            (
+                no_decay if is_bn or param_name == "bias" or "implicit" in param_name else decay
+            ).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.937, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.937, 0.999))
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, final_fraction: float = 0.01
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step cosine decay from the base lr to ``final_fraction`` x it (the authors' ``one_cycle``);
+    the engine's linear warm-up multiplies the first steps on top."""
+    total = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        return ((1 - math.cos(min(step, total) * math.pi / total)) / 2) * (final_fraction - 1) + 1
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_step_fn(loss_fn: YOLOv7Loss):
+    """``step(model, batch, device) -> {"box", "obj", "cls"}`` for :func:`detseg.engine.train`."""
+
+    def step(model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        images, targets, _ = batch
+        raw = model(images.to(device, non_blocking=True))
+        return loss_fn(raw, targets.to(device))
+
+    return step
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    score_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 300,
+) -> list[dict[str, Tensor]]:
+    """Detections on a batch of letterboxed images [N, 3, S, S]: per image ``{"boxes" xyxy in input
+    pixels, "scores", "labels" 0..C-1}`` after class-wise NMS."""
+    was_training = model.training
+    model.eval()
+    decoded = model(images)
+    model.train(was_training)
+    return postprocess(
+        decoded, score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections,
+    )  # fmt: skip
+
+
+def detections_to_coco(
+    detections: Sequence[dict[str, Any]], metas: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Detections on letterboxed inputs -> COCO results in original pixels (category = label + 1,
+    as :func:`detseg.data.formats.coco.to_dict` numbers YOLO classes)."""
+    results = []
+    for det, meta in zip(detections, metas):
+        boxes = unletterbox_boxes(
+            det["boxes"].cpu().numpy().astype(np.float32), meta["scale"], meta["pad"], meta["size"]
+        )
+        xywh = box_convert(boxes.astype(np.float64), "xyxy", "xywh")
+        for box, score, label in zip(xywh, det["scores"].tolist(), det["labels"].tolist()):
+            results.append({
+                "image_id": int(meta["image_id"]), "category_id": int(label) + 1,
+                "score": float(score), "bbox": [float(v) for v in box],
+            })  # fmt: skip
+    return results
+
+
+def evaluate(
+    model: nn.Module, loader: Iterable[Any], dataset: DetectionDataset, device: torch.device | str
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """COCO box AP of ``model`` over ``loader`` (letterboxed, not augmented) against ``dataset``.
+
+    Returns:
+        ``({"map50", "map", "fitness"}, COCO results)``; fitness = 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95
+        (the authors' choice of the best checkpoint).
+    """
+    results: list[dict[str, Any]] = []
+    for images, _, metas in loader:
+        detections = predict(
+            model, images.to(device), score_threshold=EVAL_SCORE_THRESHOLD,
+            iou_threshold=EVAL_IOU_THRESHOLD,
+        )  # fmt: skip
+        results += detections_to_coco(detections, metas)
+    gt = coco.to_dict(dataset)
+    if not results:
+        return {"map50": 0.0, "map": 0.0, "fitness": 0.0}, results
+    stats = evaluate_coco(gt, results, "bbox").stats
+    map50, map_ = max(0.0, float(stats["AP50"])), max(0.0, float(stats["AP"]))
+    return {"map50": map50, "map": map_, "fitness": 0.1 * map50 + 0.9 * map_}, results
