@@ -56,6 +56,36 @@ def _dets(**change: object) -> bytes:
     return _json([{k: v for k, v in det.items() if v is not None}])
 
 
+def _dataset(fmt: str, damage):
+    """A writer for ``files``: a two-image dataset in ``fmt`` (COCO, YOLO or VOC) written with the
+    project's own writer into the case's folder, then ``damage(folder)`` applied to it."""
+
+    def write(path: Path) -> None:
+        import numpy as np
+
+        from detseg.data.formats import coco, voc, yolo
+        from detseg.data.types import DetectionRecord
+
+        image = np.full((48, 64, 3), 90, np.uint8)
+        samples = [
+            (DetectionRecord(i + 1, f"img{i}.png", 48, 64, [[4, 4, 30, 20]], [0]), image)
+            for i in range(2)
+        ]
+        if fmt == "yolo":
+            yolo.write(path, samples, ["cat"])
+        elif fmt == "voc":
+            voc.write(path, samples, ["cat"])
+        else:
+            coco.write(path / "ann.json", samples, ["cat"])
+        damage(path)
+
+    return write
+
+
+def _replace(relative: str, text: str):
+    return lambda folder: (folder / relative).write_text(text)
+
+
 GOOD = {"gt.json": _json(GT), "pred.json": _dets()}
 PNG_64x48 = png_bytes(48, 64)  # the size of GT's image
 EVAL = ["eval", "--gt", "{tmp}/gt.json", "--pred", "{tmp}/pred.json"]
@@ -309,6 +339,61 @@ CORE_CASES = [
         "{tmp}/gt.json",
         GOOD,
         unreadable=["gt.json"],
+    ),
+    Case(
+        "convert-yolo-label-3-numbers",
+        D,
+        ["data", "convert", "--from", "yolo", "--to", "coco", "{tmp}/y/data.yaml", "{tmp}/o.json"],
+        ["img0.txt", ":1"],
+        {"y": _dataset("yolo", _replace("train/labels/img0.txt", "0 0.5 0.5\n"))},
+    ),
+    Case(
+        "convert-yolo-class-out-of-range",
+        D,
+        ["data", "convert", "--from", "yolo", "--to", "coco", "{tmp}/y/data.yaml", "{tmp}/o.json"],
+        ["img1.txt", ":2"],
+        {
+            "y": _dataset(
+                "yolo", _replace("train/labels/img1.txt", "0 .5 .5 .1 .1\n4 .5 .5 .1 .1\n")
+            )
+        },
+    ),
+    Case(
+        "convert-voc-broken-xml",
+        D,
+        ["data", "convert", "--from", "voc", "--to", "coco", "{tmp}/v", "{tmp}/o.json"],
+        ["img0.xml"],
+        {"v": _dataset("voc", _replace("Annotations/img0.xml", "<annotation><object>"))},
+    ),
+    Case(
+        "convert-voc-xmin-after-xmax",
+        D,
+        ["data", "convert", "--from", "voc", "--to", "coco", "{tmp}/v", "{tmp}/o.json"],
+        ["img1.xml", "box 0", "inverted"],
+        {
+            "v": _dataset(
+                "voc",
+                lambda f: (f / "Annotations" / "img1.xml").write_text(
+                    (f / "Annotations" / "img1.xml")
+                    .read_text()
+                    .replace("<xmin>5</xmin>", "<xmin>50</xmin>")
+                ),
+            )
+        },
+    ),
+    Case(
+        "convert-coco-bbox-2-numbers",
+        D,
+        ["data", "convert", "--from", "coco", "--to", "yolo", "{tmp}/c/ann.json", "{tmp}/o"],
+        ["{tmp}/c/ann.json", "bbox"],
+        {
+            "c": _dataset(
+                "coco",
+                lambda f: (f / "ann.json").write_text(
+                    (f / "ann.json").read_text().replace('"bbox": [4', '"bbox": [4, 4], "x": [4')
+                ),
+            )
+        },
     ),
     # detseg tour / bench / the command itself
     Case(

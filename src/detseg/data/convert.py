@@ -46,6 +46,26 @@ def coco_json_path(dst: Path) -> Path:
     return dst if dst.suffix == ".json" else dst / "_annotations.coco.json"
 
 
+def _check_boxes(dataset: DetectionDataset, src: Path, src_format: str) -> None:
+    """A UserError at the first box that is not finite or has no area (``x2 <= x1`` or
+    ``y2 <= y1``): written as is, it would make a broken file in the target format."""
+    for record in dataset.records:
+        boxes = np.asarray(record.boxes, dtype=np.float64).reshape(-1, 4)
+        bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0])
+        bad |= boxes[:, 3] <= boxes[:, 1]
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            lines = record.extra.get("lines")
+            raise UserError(
+                f"box {index} of {record.file_name} is empty, inverted or not finite "
+                f"(x1, y1, x2, y2 = {[round(float(v), 2) for v in boxes[index]]})",
+                path=record.extra.get("source", src),
+                line=lines[index] if lines and index < len(lines) else None,
+                fix=f"correct it; 'detseg data validate {src} --format {src_format}' lists every "
+                "such problem",
+            )
+
+
 def convert(
     src: str | Path,
     src_format: str,
@@ -66,7 +86,8 @@ def convert(
     Returns:
         what the target reader takes (JSON path, ``data.yaml``, or the folder).
     Raises:
-        UserError: unknown or non-detection formats; PennFudan target without masks.
+        UserError: unknown or non-detection formats; a box with no area; PennFudan target without
+            masks.
     """
     for name in (src_format, dst_format):
         if name not in FORMATS or FORMATS[name].kind != "detection":
@@ -77,6 +98,7 @@ def convert(
     dataset = (
         reader(src, split=split) if split and src_format in ("yolo", "voc", "coco") else reader(src)
     )
+    _check_boxes(dataset, src, src_format)
     if dst_format == "pennfudan" and any(r.segmentations is None for r in dataset.records):
         raise UserError(
             "PennFudan needs instance masks and the source has none",
