@@ -402,6 +402,16 @@ CORE_CASES = [
         ["tour", "--only", "no-such-step", "--out", "{tmp}/t"],
         "no-such-step",
     ),
+    Case(
+        "tour-out-is-a-file", D, ["tour", "--out", "{tmp}/t"], ["--out", "{tmp}/t"], {"t": "text"}
+    ),
+    Case(
+        "bench-out-is-a-file",
+        D,
+        ["bench", "run", "--case", "boxes-iou", "--out", "{tmp}/b"],
+        ["--out", "{tmp}/b"],
+        {"b": "text"},
+    ),
     Case("bench-unknown-case", D, ["bench", "run", "--case", "nope", "--out", "{tmp}/b"], "nope"),
     Case(
         "bench-render-missing-readme",

@@ -47,6 +47,12 @@ def _run(args: argparse.Namespace) -> int:
     from detseg import bench
 
     bench.check_case_names(args.case, bench.CASES)  # before the slow fingerprint
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        from detseg.errors import UserError
+
+        raise UserError(
+            "--out is a file, not a folder", path=args.out, fix="pass a folder to --out"
+        )
 
     def progress(name: str, record: dict) -> None:
         if record["error"]:

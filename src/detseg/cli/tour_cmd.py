@@ -102,6 +102,8 @@ def _tour(args: argparse.Namespace) -> int:
                 f"unknown tour step {name!r}", fix="run 'detseg tour --list' to see them"
             )
     out = args.out or settings.runs_root() / "tour"
+    if out.exists() and not out.is_dir():
+        raise UserError("--out is a file, not a folder", path=out, fix="pass a folder to --out")
     names = args.only or list(TOUR)
     records: dict[str, dict[str, Any]] = {}
     print(f"{'step':<24} {'metric':<28} {'value':>12} {'time':>8}")
