@@ -359,6 +359,13 @@ CORE_CASES = [
         },
     ),
     Case(
+        "convert-truncated-second-image",
+        D,
+        ["data", "convert", "--from", "coco", "--to", "yolo", "{tmp}/c/ann.json", "{tmp}/o"],
+        ["img1.png"],
+        {"c": _dataset("coco", lambda f: (f / "img1.png").write_bytes(png_bytes()[:60]))},
+    ),
+    Case(
         "convert-voc-broken-xml",
         D,
         ["data", "convert", "--from", "voc", "--to", "coco", "{tmp}/v", "{tmp}/o.json"],

@@ -10,8 +10,11 @@ folder is kept in the name (``airplane/image_0001.jpg`` -> ``airplane_image_0001
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,17 +111,50 @@ def convert(
     if dst_format == "coco":
         out_json = coco_json_path(dst)
         category_ids = dataset.category_ids if src_format == "coco" else None
-        return coco.write(
-            out_json,
-            samples(dataset),
-            dataset.classes,
-            image_dir=out_json.parent,
-            category_ids=category_ids,
+        return _all_or_nothing(
+            out_json.parent,
+            lambda folder: coco.write(
+                folder / out_json.name,
+                samples(dataset),
+                dataset.classes,
+                image_dir=folder,
+                category_ids=category_ids,
+            ),
         )
     if dst_format == "yolo":
-        return yolo.write(dst, samples(dataset), dataset.classes, split=split or "train")
+        return _all_or_nothing(
+            dst,
+            lambda folder: yolo.write(
+                folder, samples(dataset), dataset.classes, split=split or "train"
+            ),
+        )
     if dst_format == "voc":
-        return voc.write(dst, samples(dataset), dataset.classes)
+        return _all_or_nothing(dst, lambda f: voc.write(f, samples(dataset), dataset.classes))
     if dst_format == "csv":
-        return csvboxes.write(dst, samples(dataset), dataset.classes)
-    return pennfudan.write(dst, samples(dataset))
+        return _all_or_nothing(dst, lambda f: csvboxes.write(f, samples(dataset), dataset.classes))
+    return _all_or_nothing(dst, lambda folder: pennfudan.write(folder, samples(dataset)))
+
+
+def _all_or_nothing(folder: Path, write: Callable[[Path], Path]) -> Path:
+    """``write(folder)``; when ``folder`` does not exist yet, into a hidden sibling renamed to it at the
+    end, so that a failure half-way (a corrupt image) leaves nothing behind. Into an existing folder
+    it writes in place."""
+    if folder.exists():
+        return write(folder)
+    missing = [p for p in folder.parents if not p.exists()]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.parent / f".{folder.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        out = Path(write(partial)).resolve()
+        inside = (
+            out.relative_to(partial.resolve()) if out.is_relative_to(partial.resolve()) else None
+        )
+        os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        for parent in missing:  # the folders made for it, innermost first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+    return out if inside is None else folder / inside
