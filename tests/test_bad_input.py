@@ -171,14 +171,14 @@ CORE_CASES = [
         "eval-segm-malformed-rle",
         D,
         SEGM,
-        ["{tmp}/pred.json", "detection 0", "segmentation"],
+        ["{tmp}/pred.json: detection 0 has a bad 'segmentation'", "'size' must be [height, width]"],
         {**GOOD, "pred.json": _dets(bbox=None, segmentation={"size": [64], "counts": 5})},
     ),
     Case(
         "eval-segm-rle-wrong-size",
         D,
         SEGM,
-        ["{tmp}/pred.json", "detection 0", "segmentation"],
+        ["{tmp}/pred.json", "detection 0", "is [10, 10] but the image is [48, 64]"],
         {**GOOD, "pred.json": _dets(bbox=None, segmentation={"size": [10, 10], "counts": "0`1"})},
     ),
     Case(
@@ -470,7 +470,10 @@ def _snapshot(folder: Path) -> dict[str, tuple]:
     for path in sorted(folder.rglob("*")):
         stat = path.lstat()
         if path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except PermissionError:  # an unreadable case's file: size and mtime still tell
+                digest = None
             state[str(path.relative_to(folder))] = ("file", stat.st_size, stat.st_mtime_ns, digest)
         else:
             state[str(path.relative_to(folder))] = ("dir",)
@@ -532,3 +535,32 @@ def test_bad_input(case, tmp_path, data_cache, monkeypatch, capsys):
     after = _snapshot(tmp_path)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"the run created, changed or removed {changed}"
+
+
+def test_makers_make_what_they_say(tmp_path):
+    import torch
+
+    from detseg.data.imageio import read_image
+    from detseg.engine.checkpoint import load_checkpoint
+    from detseg.errors import UserError
+
+    make_file(tmp_path / "a.png", png_bytes(5, 7))
+    image = read_image(tmp_path / "a.png")
+    assert image.shape == (5, 7, 3) and image[4, 6].tolist() == [90, 60, 128]
+    make_file(tmp_path / "bad.png", "truncated png")
+    with pytest.raises(UserError):
+        read_image(tmp_path / "bad.png")
+    make_file(tmp_path / "f.pt", "foreign checkpoint")
+    assert set(load_checkpoint(tmp_path / "f.pt")) == {"weight", "bias"}
+    for kind, fragment in [
+        ("unsafe checkpoint", "argparse.Namespace"),
+        ("truncated checkpoint", ""),
+    ]:
+        make_file(tmp_path / "x.pt", kind)
+        with pytest.raises(UserError, match=fragment):
+            load_checkpoint(tmp_path / "x.pt")
+    assert torch.load(tmp_path / "f.pt", weights_only=True)["weight"].shape == (2, 3)
+    make_file(tmp_path / "d" / "e", "empty folder")
+    assert (tmp_path / "d" / "e").is_dir() and not any((tmp_path / "d" / "e").iterdir())
+    with pytest.raises(ValueError, match="unknown bad-file kind"):
+        make_file(tmp_path / "z", "zip bomb")
