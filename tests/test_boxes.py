@@ -76,6 +76,10 @@ def test_box_convert_by_hand_and_round_trip(kind):
         np.testing.assert_allclose(to_numpy(back), to_numpy(boxes), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="unknown box format 'xxyy'"):
         B.box_convert(boxes, "xxyy", "xyxy")
+    # the same format in and out gives a copy, never the caller's array / tensor itself
+    same = B.box_convert(boxes, "xywh", "xywh")
+    same[0, 0] = -1.0
+    assert type(same) is type(boxes) and to_numpy(boxes)[0, 0] != -1.0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -84,9 +88,9 @@ def test_normalize_and_denormalize(kind):
     boxes = as_kind([[20, 10, 100, 50]], kind)  # integers become float
     normalised = B.normalize_boxes(boxes, image_size)
     np.testing.assert_allclose(to_numpy(normalised), [[0.1, 0.1, 0.5, 0.5]])
-    np.testing.assert_allclose(
-        to_numpy(B.denormalize_boxes(normalised, image_size)), [[20, 10, 100, 50]]
-    )
+    back = B.denormalize_boxes(normalised, image_size)
+    np.testing.assert_allclose(to_numpy(back), [[20, 10, 100, 50]])
+    assert type(normalised) is type(back) is type(boxes)  # a tensor stays a tensor
     # format-agnostic: a cxcywh box normalises column by column too
     np.testing.assert_allclose(
         to_numpy(B.normalize_boxes(as_kind([[100.0, 50, 200, 100]], kind), image_size)),
@@ -241,6 +245,8 @@ def test_pairwise_functions_match_torchvision(kind):
         dtype = np.float32 if seed % 2 else np.float64
         boxes1 = random_boxes(rng, int(rng.integers(1, 30)), grid=seed % 4 < 2, dtype=dtype)
         boxes2 = random_boxes(rng, int(rng.integers(1, 30)), grid=seed % 4 < 2, dtype=dtype)
+        if seed % 8 >= 6:  # normalised coordinates: sides and enclosing boxes well under 1
+            boxes1, boxes2 = boxes1 / dtype(128), boxes2 / dtype(128)
         ours1, ours2 = as_kind(boxes1, kind), as_kind(boxes2, kind)
         ref1, ref2 = torch.from_numpy(boxes1), torch.from_numpy(boxes2)
         pairs = [
@@ -257,6 +263,11 @@ def test_pairwise_functions_match_torchvision(kind):
                 )
         for fmt in B.BOX_FORMATS:
             pairs.append((B.box_iou(ours1, ours2, fmt=fmt), ops.box_iou(ref1, ref2, fmt=fmt)))
+            # torchvision's GIoU takes xyxy only: the same numbers read as fmt, converted first
+            in_xyxy = [ops.box_convert(ref, fmt, "xyxy") for ref in (ref1, ref2)]
+            pairs.append(
+                (B.generalized_box_iou(ours1, ours2, fmt=fmt), ops.generalized_box_iou(*in_xyxy))
+            )
         for ours, ref in pairs:
             assert type(ours) is type(ours1)
             torch.testing.assert_close(torch.as_tensor(to_numpy(ours)), ref, equal_nan=True)

@@ -290,19 +290,18 @@ def test_ssdlite_full_detector_final_detections_match(ssdlite):
         eager = detector([image])[0]
     boxes, scores, labels = ort_run(session, [image])
     result = match_detections(eager, {"boxes": boxes, "scores": scores, "labels": labels})
-    # Same image size as traced: every detection is found again, to float precision.
+    # The traced image: every detection is found again, to float precision.
     assert result["count_a"] == result["count_b"] == result["matched"] > 50
     assert result["max_box_err"] < 1e-2 and result["max_score_err"] < 1e-4
     assert set(np.unique(labels)) <= {1, 2}, "label 0 is the background, never returned"
-    # Another size goes through the dynamic axes; resizing differs slightly, the top boxes agree.
-    other = torch.rand(3, 300, 200, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        eager_other = detector([other])[0]
-    top = np.argsort(-eager_other["scores"].numpy())[:20]
-    boxes, scores, labels = ort_run(session, [other])
-    top_onnx = np.argsort(-scores)[:20]
-    result = match_detections(
-        {key: value[top] for key, value in eager_other.items()},
-        {"boxes": boxes[top_onnx], "scores": scores[top_onnx], "labels": labels[top_onnx]},
-    )
-    assert result["matched"] >= 18 and result["max_box_err"] < 0.5
+    # Fresh images, at the traced size and at others through the dynamic axes: every detection
+    # (300, the cap) is found again. Measured: box error <= 0.008 px (300 x 200), score <= 3e-5.
+    for seed, size in [(11, (240, 320)), (5, (300, 200)), (7, (480, 640))]:
+        other = torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
+        assert not torch.equal(other[:, :240, :200], image[:, :240, :200])
+        with torch.no_grad():
+            eager_other = detector([other])[0]
+        boxes, scores, labels = ort_run(session, [other])
+        result = match_detections(eager_other, {"boxes": boxes, "scores": scores, "labels": labels})
+        assert result["count_a"] == result["count_b"] == result["matched"] > 50, (size, result)
+        assert result["max_box_err"] < 0.05 and result["max_score_err"] < 1e-4, (size, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from detseg.data import recipes
 from detseg.data.imageio import read_image
@@ -93,12 +94,57 @@ def test_predict_bad_input_is_one_line_exit_2(script, salt_checkpoint, tmp_path,
     assert len(errors) == 2 and "corrupt.png" in errors[0] and "no.pt" in errors[1]
 
 
+def lively_checkpoint(weights, images, path):
+    """``weights`` with BatchNorm statistics measured on ``images``: after one training step the
+    running statistics still shrink every activation, the logits are all ~0.002 and parity on them
+    would prove nothing."""
+    from segmentation_models import load_trained
+
+    from detseg.engine import load_checkpoint, save_checkpoint
+
+    model = load_trained(weights, device="cpu")[0]
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: one pass sets the batch statistics
+    model.train()
+    with torch.no_grad():
+        model(images)
+    state = load_checkpoint(weights)
+    state["model"] = model.state_dict()
+    save_checkpoint(state, path)
+    return path
+
+
 def test_export_parity(script, salt_checkpoint, tmp_path):
-    weights, _ = salt_checkpoint
+    from segmentation_models import LogitsOnly, load_trained
+
+    from detseg.data.torch_datasets import image_to_tensor
+    from detseg.data.transforms import Normalize
+    from detseg.export import check_parity, ort_run, ort_session
+
+    folder = recipes.ensure("salt") / "train" / "images"
+    paths = sorted(folder.iterdir())
+    real = torch.stack([image_to_tensor(Normalize()(read_image(p), {})[0]) for p in paths])
+    weights = lively_checkpoint(salt_checkpoint[0], real[2:], tmp_path / "lively.pt")
     out = tmp_path / "unet.onnx"
-    result = script("export").main(["--weights", str(weights), "--output", str(out), "--dry-run"])
+    argv = ["--weights", str(weights), "--output", str(out), "--dry-run", "--tolerance", "1e-3"]
+    result = script("export").main(argv)
     assert out.is_file() and result["input_shape"] == [1, 3, 101, 101]
-    assert result["max_abs_diff"] <= 1e-4 and result["speed_ratio"] > 0
+    assert result["max_abs_diff"] <= 1e-3 and result["speed_ratio"] > 0
+    # (logits up to ~17 here: float32 rounding reaches 1.3e-4 on the traced input)
+    # the file on inputs other than the traced N(0, 1) noise: two real salt images in one batch
+    # (the dynamic batch axis), and brighter noise of another batch size
+    model = LogitsOnly(load_trained(weights, device="cpu")[0]).eval()
+    session = ort_session(out, threads=1)
+    noise = 3 * torch.rand(3, 3, 101, 101, generator=torch.Generator().manual_seed(1))
+    for images in (real[:2], noise):
+        with torch.no_grad():
+            eager = model(images)
+        assert eager.shape == (len(images), 1, 101, 101) and eager.std() > 0.05, eager.std()
+        # float32 rounding relative to the logits' size (measured 4e-6 and 6e-6 of the largest)
+        assert check_parity(model, session, images) <= 2e-5 * float(eager.abs().max())
+        assert ort_run(session, images)[0].shape == tuple(eager.shape)
 
 
 def test_tour_quick_path(script, tmp_path):
