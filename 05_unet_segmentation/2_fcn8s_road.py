@@ -26,7 +26,11 @@
 #   [KITTI road benchmark](https://www.cvlibs.net/datasets/kitti/eval_road.php)
 #   (`data_road/training/image_2`, colour ground truth in `gt_image_2`), at 160 x 480 pixels instead
 #   of 375 x 1242; the real download is read by the same reader (folder README).
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): RUNTIME_PLACEHOLDER
+# - **Run time**: about 7 minutes on a 2-core CPU, most of it the 8 training epochs (the last cell
+#   prints the time of the run shown); no GPU needed.
+#
+# Previous: [lesson 1, U-Net on salt](1_unet_salt.ipynb). Next:
+# [lesson 3, PSPNet vs U-Net on street scenes](3_pspnet_vs_unet_street.ipynb).
 
 # %% [markdown]
 # ## Setup
@@ -34,8 +38,7 @@
 # The VGG16 encoder at full width has 134 M weights and costs about 0.5 s per image and step on two
 # CPU cores; with no ImageNet weights to start from it would also need far more data than 217 road
 # images. So the CPU default keeps the exact topology at a quarter of the channels (`width=0.25`,
-# 1/16 of the multiply-adds) and trains it from scratch. Smoke mode (`DETSEG_SMOKE=1`) trains one
-# epoch on 16 images.
+# 1/16 of the multiply-adds) and trains it from scratch.
 
 # %%
 import time
@@ -102,12 +105,28 @@ plt.show()
 # %% [markdown]
 # ## 2. FCN-8s, piece by piece
 #
+# The whole network at a glance: VGG16's pools, its fully connected layers turned into
+# convolutions, class scores at 1/32 and the two skips that bring pool4 and pool3 back in.
+
+# %%
+from detseg.viz import diagrams  # noqa: E402
+
+diagrams.show(diagrams.fcn8s_figure())
+
+# %% [markdown]
 # ### Fully connected = convolution
 #
 # VGG16's first classifier layer reads the 512 x 7 x 7 pool5 map as one flat vector. The same
 # weights reshaped to a 7 x 7 convolution give the same numbers on a 7 x 7 map, and on a larger map
 # they slide: one classification per position, i.e. a coarse score map. (Small channel counts here;
 # `load_vgg16_imagenet` does this with the real 4096 x 25088 matrix.)
+#
+# This demo convolution is unpadded, as the classifier was: a 7 x 7 window fits `(H - 6) x (W - 6)`
+# times, so a 10 x 20 map gives 4 x 14 scores, and an input smaller than 7 x 7 at pool5 (224 pixels)
+# gives none. The paper handled that by padding every input image by 100 pixels and cropping the
+# output back to the image. Our `fcn8s.py` instead pads `fc6` by 3 (so its map keeps pool5's size)
+# and pads the input to a multiple of 32 (so pool5, pool4 and pool3 line up exactly after the 2x
+# upsamplings), then crops the padding off the output: same weights, other borders.
 
 # %%
 torch.manual_seed(0)
@@ -118,26 +137,32 @@ with torch.no_grad():
     conv.bias.copy_(linear.bias)
 pool5 = torch.rand(2, 16, 7, 7)
 torch.testing.assert_close(conv(pool5)[:, :, 0, 0], linear(pool5.flatten(1)))
-print(
-    "Linear on a flat 7x7 map == 7x7 convolution; on a 10x20 map:",
-    tuple(conv(torch.rand(1, 16, 10, 20)).shape),
-)
+slid = conv(torch.rand(1, 16, 10, 20))
+assert slid.shape == (1, 32, 10 - 6, 20 - 6)  # unpadded: one score per 7 x 7 window
+print("Linear on a flat 7x7 map == 7x7 convolution; on a 10x20 map:", tuple(slid.shape))
 
 # %% [markdown]
 # ### Transposed convolutions that start as bilinear interpolation
 #
-# A transposed convolution with stride `f` and a `2f x 2f` kernel upsamples by `f`; with the kernel
-# of `bilinear_kernel` it *is* bilinear interpolation (away from the border), and training can then
-# improve on it. The 4 x 4 kernel for 2x upsampling, and the check against `F.interpolate`:
+# A transposed convolution with stride `f`, kernel `k` and padding `p` turns `n` cells into
+# `(n - 1) f + k - 2p`. With `k = 2f` that is `n f + f - 2p`: exactly `f` times larger only with
+# padding `p = f / 2` (2x: kernel 4, padding 1; 8x: kernel 16, padding 4), which is what
+# `fcn8s._upsample` uses. With the kernel of `bilinear_kernel` it *is* bilinear interpolation (away
+# from the border), and training can then improve on it. The 4 x 4 kernel for 2x upsampling, the
+# sizes with and without that padding, and the check against `F.interpolate`:
 
 # %%
 print(bilinear_kernel(1, 1, 4)[0, 0])
 scores = torch.rand(1, 2, 5, 15)
+for padding in (0, 4):  # the output size only: any 16 x 16 kernel will do
+    size = F.conv_transpose2d(scores, torch.zeros(2, 2, 16, 16), stride=8, padding=padding).shape
+    print(f"stride 8, kernel 16, padding {padding}: 5 x 15 -> {tuple(size[-2:])}")
 up8 = nn.ConvTranspose2d(2, 2, 16, stride=8, padding=4, bias=False)
 with torch.no_grad():
     up8.weight.copy_(bilinear_kernel(2, 2, 16))
     learned, reference = up8(scores), F.interpolate(scores, scale_factor=8, mode="bilinear")
 torch.testing.assert_close(learned[..., 8:-8, 8:-8], reference[..., 8:-8, 8:-8])
+assert learned.shape[-2:] == (5 * 8, 15 * 8)
 print(
     f"8x transposed convolution {tuple(learned.shape)} == bilinear interpolation inside the border"
 )
@@ -159,7 +184,9 @@ with torch.no_grad():
     fc7 = model.fc7(F.relu(model.fc6(pool5)))
     for name, value in [("pool3", pool3), ("pool4", pool4), ("pool5", pool5), ("fc7", fc7)]:
         print(f"{name:<6} {tuple(value.shape)}")  # [N, C, H / stride, W / stride]
-    print(f"score_pool3 {tuple(model.score_pool3(pool3).shape)} | output {tuple(model(x).shape)}")
+    output = model(x)  # one forward pass, as before: dropout draws random numbers
+    print(f"score_pool3 {tuple(model.score_pool3(pool3).shape)} | output {tuple(output.shape)}")
+    assert output.shape == (1, 2, 160, 480) and pool3.shape[-2:] == (160 // 8, 480 // 8)
 
 # %% [markdown]
 # Full width is VGG16 exactly; counting multiply-adds with forward hooks
@@ -186,15 +213,16 @@ for name, net in candidates.items():
 # this notebook never downloads them, it only says whether they are in the cache.
 
 # %%
+from pathlib import Path  # noqa: E402
+
 vgg_file = cache_path(VGG16_Weights.IMAGENET1K_V1)
+shown = str(vgg_file).replace(str(Path.home()), "~")  # the cache lies in your home folder
 if vgg_file.is_file():
-    print(
-        f"cached: {vgg_file}: `build_model('fcn8s', num_classes=2, width=1.0, weights='pretrained')` loads it"
-    )
+    print(f"cached: {shown}")
+    print("build_model('fcn8s', num_classes=2, width=1.0, weights='pretrained') loads it")
 else:
-    print(
-        f"not cached; train.py --pretrained pretrained --width 1 downloads {weights_url(VGG16_Weights.IMAGENET1K_V1)} to {vgg_file}"
-    )
+    print("not cached; train.py --pretrained pretrained --width 1 downloads")
+    print(f"{weights_url(VGG16_Weights.IMAGENET1K_V1)} to {shown}")
 
 # %% [markdown]
 # ## 4. Training from scratch
@@ -292,12 +320,21 @@ plt.show()
 #
 # ## Exercises
 #
-# 1. Build FCN-32s: drop both skips (`score = self.upscore32(self.score_fr(fc))`). How much road IoU
-#    do the skips buy, and where in the image?
-# 2. Freeze the transposed convolutions at their bilinear initialisation. Does training suffer?
-# 3. Train at full width with `--pretrained pretrained` (a GPU helps) and compare with scratch.
+# 1. Build FCN-32s, without both skips: subclass `FCN8s`, copy its `forward` and replace the last
+#    three lines by
+#    `return F.interpolate(self.score_fr(fc), scale_factor=32, mode="bilinear")[..., :height, :width]`
+#    (FCN-32s upsamples the 1/32 scores in one step). Train it as in section 4 with
+#    `model = FCN32s(num_classes=2, width=WIDTH)`: how much road IoU do the skips buy, and where?
+# 2. Freeze the transposed convolutions at their bilinear initialisation
+#    (`for up in (model.upscore2, model.upscore_pool4, model.upscore8): up.requires_grad_(False)`
+#    before `fit`). Does training suffer?
+# 3. Train at full width from ImageNet weights (a GPU helps):
+#    `python 05_unet_segmentation/train.py --dataset road --width 1 --pretrained pretrained`, and
+#    compare with scratch.
 # 4. KITTI evaluates in a bird's-eye view. Why would a per-pixel F-measure in the image favour
 #    methods that are good near the camera?
+#
+# Next: [lesson 3, PSPNet vs U-Net on street scenes](3_pspnet_vs_unet_street.ipynb).
 
 # %%
 print(f"run time of this notebook: {time.perf_counter() - NOTEBOOK_START:.1f} s")

@@ -27,7 +27,11 @@
 #   [Cityscapes image pairs](https://www.kaggle.com/datasets/dansbecker/cityscapes-image-pairs)
 #   (one 256 x 512 JPEG per example: photo left, colour labels right); the real download is read by
 #   the same reader (folder README).
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): RUNTIME_PLACEHOLDER
+# - **Run time**: about 8 minutes on a 2-core CPU, most of it training the two models (the last
+#   cell prints the time of the run shown); no GPU needed.
+#
+# Previous: [lesson 2, FCN-8s on road scenes](2_fcn8s_road.ipynb). Next:
+# [lesson 4, torchvision's segmentation models](4_torchvision_models.ipynb).
 
 # %% [markdown]
 # ## Setup
@@ -35,8 +39,7 @@
 # Both models train on the same 850 images for the same number of epochs with the same optimiser
 # and learning rate, at 128 x 128 pixels (the photos are resized once, labels with nearest
 # neighbour). U-Net uses base width 16; PSPNet dilates only its last stage (output stride 16),
-# which needs 3 x fewer multiply-adds than the paper's stride 8 at this size. Smoke mode
-# (`DETSEG_SMOKE=1`) trains one epoch on 16 images.
+# which needs 3 x fewer multiply-adds than the paper's stride 8 at this size.
 
 # %%
 import time
@@ -126,7 +129,16 @@ for stride in (8, 16):
 # %% [markdown]
 # **Pyramid pooling** averages that map into 1x1, 2x2, 3x3 and 6x6 bins, reduces each to a quarter
 # of the channels with a 1x1 convolution, upsamples them back and concatenates them with the map:
-# the 1x1 bin is the whole image's summary, the 6x6 bins a coarse layout.
+# the 1x1 bin is the whole image's summary, the 6x6 bins a coarse layout. A 3x3 convolution on
+# the concatenation then scores the classes.
+
+# %%
+from detseg.viz import diagrams  # noqa: E402
+
+diagrams.show(diagrams.pyramid_pooling_figure(bins=(1, 2, 3, 6)))
+
+# %% [markdown]
+# The module of `pspnet.py` on a random 512-channel map of 8 x 8 cells:
 
 # %%
 ppm = PyramidPooling(512).eval()
@@ -136,6 +148,7 @@ for stage in ppm.stages:
         f"bins {stage[0].output_size}: pooled {tuple(stage(feature_map).shape)}"
     )  # [N, C/4, b, b]
 print(f"concatenated: {tuple(ppm(feature_map).shape)}")  # [N, 2C, h, w]
+assert ppm(feature_map).shape == (1, 2 * 512, 8, 8)
 # the 1x1 bin is the mean over the whole map, the same value at every pixel
 torch.testing.assert_close(ppm.stages[0][0](feature_map)[..., 0, 0], feature_map.mean((2, 3)))
 
@@ -261,11 +274,16 @@ plt.show()
 #
 # ## Exercises
 #
-# 1. Train PSPNet with `--pretrained pretrained` (ImageNet ResNet-18) and compare again.
-# 2. Remove the pyramid pooling module (feed layer4 straight to the head). Which classes lose most?
-# 3. Train both at 256 x 256 (`--image-size 256 256`): who gains more from resolution, and on which
-#    classes?
-# 4. Give both models the same *time* instead of the same epochs (`train.py --time-budget`).
+# 1. Train PSPNet from an ImageNet ResNet-18 (a 45 MB download) and compare again:
+#    `python 05_unet_segmentation/train.py --dataset street --model pspnet_os16 --pretrained pretrained`.
+# 2. Take the pyramid pooling module out: in `train`, after `build_model`, give PSPNet
+#    `models[label].ppm = torch.nn.Conv2d(512, 1024, 1)` (the channels the head expects, no pooled
+#    context) and train again. Which classes lose most?
+# 3. Train both at 256 x 256 (`train.py --dataset street --image-size 256 256`, with and without
+#    `--model pspnet_os16`): who gains more from resolution, and on which classes?
+# 4. Give both models the same *time* instead of the same epochs (`train.py --time-budget 5`).
+#
+# Next: [lesson 4, torchvision's segmentation models](4_torchvision_models.ipynb).
 
 # %%
 print(f"run time of this notebook: {time.perf_counter() - NOTEBOOK_START:.1f} s")

@@ -33,16 +33,17 @@
 # - **Dataset**: the built-in `street` dataset (Cityscapes image pairs, 7 classes, 256 x 256),
 #   generated on first use into `data/street-0/`. Nothing is downloaded unless you have internet
 #   and ask for the pretrained weights.
-# - **Run time** (measured with `python -m detseg.notebooks build --execute` and
-#   `OMP_NUM_THREADS=1`): about 4 minutes on a shared 2-core CPU, 2.6 of them training; no GPU
-#   needed.
+# - **Run time**: about 4 minutes on a 2-core CPU, most of it the short training (the last cell
+#   prints the time of the run shown); no GPU needed.
+#
+# Previous: [lesson 3, PSPNet vs U-Net](3_pspnet_vs_unet_street.ipynb). Next:
+# [lesson 5, COCO instances to semantic class maps](5_coco_to_semantic.ipynb).
 
 # %% [markdown]
 # ## Setup
 #
 # The notebook runs in its own folder, so this folder's modules (`segmentation_models.py`,
-# `seg_training.py`, `train.py`) import directly. In smoke mode (`DETSEG_SMOKE=1`, used by the
-# tests) the inputs are smaller and the training run is one batch-sized epoch on 16 images.
+# `seg_training.py`, `train.py`) import directly.
 
 # %%
 import contextlib
@@ -88,7 +89,7 @@ from detseg.errors import UserError
 from detseg.viz import colorize_mask, draw_segmentation, image_grid
 
 NOTEBOOK_START = time.perf_counter()
-SMOKE = settings.smoke_mode()
+SMOKE = settings.smoke_mode()  # the tests (DETSEG_SMOKE=1): smaller inputs, 16 images, 1 epoch
 SIZE = 64 if SMOKE else 256  # input side for the shape and timing cells (street images: 256)
 NUM_IMAGES = None if SMOKE else 160  # street images; None = the recipe's default (16 in smoke mode)
 EPOCHS = 1 if SMOKE else 3
@@ -227,16 +228,20 @@ for label, values in (("pixels / 255", pixels / 255), ("normalised", ours)):
 # %%
 lraspp_weights = WEIGHTS["lraspp_mobilenet_v3_large"]
 print("URL:       ", lraspp_weights.url)
-print("cache file:", pretrained.cache_path(lraspp_weights))
+HOME = str(Path.home())  # shown as ~: the cache lies in your home folder
+print("cache file:", str(pretrained.cache_path(lraspp_weights)).replace(HOME, "~"))
 previous_timeout = socket.getdefaulttimeout()
 socket.setdefaulttimeout(10)
+log = io.StringIO()  # torch prints its own "Downloading ..." line: shown below, with ~
 try:
-    build_model("lraspp_mobilenet_v3_large", num_classes=7, weights="pretrained")
-    print("pretrained COCO/VOC weights loaded (from the cache or just downloaded)")
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        build_model("lraspp_mobilenet_v3_large", num_classes=7, weights="pretrained")
+    outcome = "pretrained COCO/VOC weights loaded (from the cache or just downloaded)"
 except UserError as error:
-    print(f"error: {error}")
+    outcome = f"error: {error}"
 finally:
     socket.setdefaulttimeout(previous_timeout)
+print((log.getvalue() + outcome).replace(HOME, "~"))
 
 # %% [markdown]
 # (The hint's `--weights none` is the generic wording of `detseg.pretrained`; in this folder's
@@ -418,9 +423,12 @@ display(Image(filename=write_image(OUT / "lraspp_street_predictions.jpg", grid, 
 #    much higher is the mean IoU than from random weights?
 # 2. Instead of recomputing the statistics afterwards, set `momentum=0.1` in every batch-norm
 #    layer before training (build the model and call `engine.train` as `train.py` does). Compare.
-# 3. Train `deeplabv3_mobilenet_v3_large` with `aux_loss=True`: does the auxiliary loss help in
-#    3 epochs? (`seg_training.segmentation_loss` already adds it when `aux` is in the output.)
+# 3. Build `tv_seg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=7,
+#    aux_loss=True)` and train it with `seg_training.fit` as lessons 1-3 do: does the auxiliary
+#    loss help in 3 epochs? (`seg_training.segmentation_loss` adds it when `aux` is in the output.)
 # 4. Time the three models at 512 x 512. Does the time grow with the number of pixels?
+#
+# Next: [lesson 5, COCO instances to semantic class maps](5_coco_to_semantic.ipynb).
 
 # %%
 print(f"run time of this notebook: {time.perf_counter() - NOTEBOOK_START:.1f} s")
