@@ -554,7 +554,7 @@ def test_makers_make_what_they_say(tmp_path):
     assert set(load_checkpoint(tmp_path / "f.pt")) == {"weight", "bias"}
     for kind, fragment in [
         ("unsafe checkpoint", "argparse.Namespace"),
-        ("truncated checkpoint", ""),
+        ("truncated checkpoint", "corrupt or truncated"),
     ]:
         make_file(tmp_path / "x.pt", kind)
         with pytest.raises(UserError, match=fragment):
