@@ -189,3 +189,35 @@ def test_opencv_dnn_agrees(name: str, size: int, tmp_path: Path) -> None:
     kept = theirs[:, 5:] > 0  # OpenCV zeroes class scores at or below its 0.2 threshold
     assert kept.any() and np.abs(theirs[:, 5:][kept] - scores[kept]).max() <= 1e-4
     assert (scores[~kept] <= 0.2 + 1e-4).all()
+
+
+def test_official_weights_offline_and_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Offline: one clear error naming URL, path and the alternative; a file put at the cache path
+    is checked for size and SHA-256 (made here with our writer, its hash pinned for the test)."""
+    import urllib.error
+    import urllib.request
+
+    import official_weights as official
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(UserError) as info:
+        official.official_weights("yolov3-tiny")
+    message = info.value.message()
+    path = official.weights_path("yolov3-tiny")
+    assert official.OFFICIAL_WEIGHTS["yolov3-tiny"].url in message and str(path) in message
+    assert "train.py" in message and not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not weights")
+    with pytest.raises(UserError, match="has 11 bytes, yolov3-tiny.weights has 35,434,956"):
+        official.official_weights("yolov3-tiny")
+    model = randomize(build_model("yolov3-tiny", size=64), seed=5)
+    save_weights(model, path)
+    with pytest.raises(UserError, match="SHA-256 differs"):
+        official.official_weights("yolov3-tiny")
+    pinned = official.OfficialWeights(official.OFFICIAL_WEIGHTS["yolov3-tiny"].url,
+                                      official.sha256_of(path))  # fmt: skip
+    monkeypatch.setitem(official.OFFICIAL_WEIGHTS, "yolov3-tiny", pinned)
+    assert official.official_weights("yolov3-tiny") == path
