@@ -46,9 +46,13 @@ def slim_checkpoint(path: Path) -> None:
 
 def unet_checkpoint(path: Path) -> None:
     """05's U-Net checkpoint: a checkpoint of another example's model."""
-    from detseg.scripts import load_script
+    import importlib.util
 
-    cases = load_script(FOLDER.parent / "05_unet_segmentation" / "tests", "bad_input_cases")
+    other = FOLDER.parent / "05_unet_segmentation" / "tests" / "bad_input_cases.py"
+    spec = importlib.util.spec_from_file_location("ex05_bad_input_cases", other)
+    assert spec is not None and spec.loader is not None
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
     cases.unet_checkpoint(path)
 
 
