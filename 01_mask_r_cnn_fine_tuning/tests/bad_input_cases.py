@@ -74,6 +74,23 @@ CASES = [
         "--resume",
     ),
     Case("01-train-weights-text", TRAIN, [*W, "--dry-run"], "{tmp}/w.pt", {"w.pt": "text"}),
+    Case("01-train-one-image", TRAIN, ["--num-images", "1", "--dry-run"], "--num-images"),
+    Case("01-train-image-size-8", TRAIN, ["--image-size", "8", "16", "--dry-run"], "--image-size"),
+    Case("01-train-copy-paste-2", TRAIN, ["--copy-paste", "2", "--dry-run"], "--copy-paste"),
+    Case(
+        "01-train-mask-weight-0",
+        TRAIN,
+        ["--mask-loss-weight", "0", "--dry-run"],
+        "--mask-loss-weight",
+    ),
+    Case("01-train-slim-unknown", TRAIN, ["--slim", "wings=2", "--dry-run"], "wings"),
+    Case(
+        "01-train-data-path-text-file",
+        TRAIN,
+        ["--data-path", "{tmp}/f.txt", "--dry-run"],
+        "{tmp}/f.txt",
+        {"f.txt": "text"},
+    ),
     # predict.py: checkpoints
     Case("01-predict-weights-missing", PREDICT, [*W, *IMG], "{tmp}/w.pt", PNG),
     Case("01-predict-weights-text", PREDICT, [*W, *IMG], "{tmp}/w.pt", {**PNG, "w.pt": "text"}),
@@ -149,6 +166,13 @@ CASES = [
         [*W, "--data-path", "{tmp}/x.json"],
         "{tmp}/x.json",
         {**GOOD, "x.json": b'{"images": [{"id": 1, '},
+    ),
+    Case(
+        "01-evaluate-data-path-json-list",
+        EVALUATE,
+        [*W, "--data-path", "{tmp}/x.json"],
+        "{tmp}/x.json",
+        {**GOOD, "x.json": b"[]"},
     ),
     Case(
         "01-evaluate-data-path-empty-folder",

@@ -61,6 +61,16 @@ CASES = [
     Case("05-train-unknown-dataset", TRAIN, ["--dataset", "mars", "--dry-run"], "--dataset"),
     Case("05-train-unknown-tracker", TRAIN, ["--tracker", "mlflow", "--dry-run"], "--tracker"),
     Case("05-train-epochs-not-a-number", TRAIN, ["--epochs", "ten"], "--epochs"),
+    Case("05-train-zero-images", TRAIN, ["--num-images", "0", "--dry-run"], "--num-images"),
+    Case("05-train-image-size-0", TRAIN, ["--image-size", "0", "32", "--dry-run"], "--image-size"),
+    Case("05-train-negative-budget", TRAIN, ["--time-budget", "-1", "--dry-run"], "--time-budget"),
+    Case(
+        "05-train-data-path-text-file",
+        TRAIN,
+        ["--data-path", "{tmp}/f.txt", "--dry-run"],
+        "{tmp}/f.txt",
+        {"f.txt": "text"},
+    ),
     Case(
         "05-train-missing-data-path",
         TRAIN,
