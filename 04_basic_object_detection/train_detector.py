@@ -1,0 +1,225 @@
+"""Train SSDlite320-MobileNetV3 or a small RetinaNet from scratch (the seed's to-do: SSD, RetinaNet).
+
+    python 04_basic_object_detection/train_detector.py                         # SSDlite320, shapes
+    python 04_basic_object_detection/train_detector.py --model retinanet_small
+    python 04_basic_object_detection/train_detector.py --data-path my/data.yaml # YOLO / VOC / COCO
+    python 04_basic_object_detection/train_detector.py --time-budget 10        # stop by 10 minutes
+    python 04_basic_object_detection/train_detector.py --resume                # continue exactly
+    python 04_basic_object_detection/train_detector.py --dry-run               # one batch
+
+Data: the built-in ``shapes`` in its COCO layout, or any COCO JSON, YOLO ``data.yaml`` or VOC folder
+with ``--data-path`` (``detector_data.py``). Every epoch: COCO AP on the validation images with the
+core evaluator, ``last.pt`` / ``best.pt`` (by bbox AP50), ``metrics.json``, training curves. The
+checkpoint rebuilds the model without flags: ``detect_image.py`` / ``detect_video.py --weights
+best.pt`` and ``export_detector.py`` read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from detection_zoo import TRAINABLE, build_trainable, count_parameters
+from detector_data import category_ids, coco_scores, load_splits, predict_loader, to_coco_results
+
+from detseg import engine, settings
+from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
+from detseg.data.torch_datasets import DetectionTorchDataset, detection_collate
+from detseg.data.transforms import Compose, HorizontalFlip
+from detseg.devices import seed_everything, select_device
+from detseg.engine.checkpoint import load_checkpoint
+from detseg.errors import UserError, run_cli
+
+EXAMPLE = "04_basic_object_detection"
+# per model: the defaults the README's runs measured (flags override them)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ssdlite320": {"epochs": 30, "batch_size": 16, "lr": 0.05, "width_mult": 0.5},
+    "retinanet_small": {"epochs": 12, "batch_size": 8, "lr": 0.01, "width_mult": None},
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train SSDlite320 or a small RetinaNet on built-in shapes or your data",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="defaults per --model: " + "; ".join(f"{k}: {v}" for k, v in DEFAULTS.items()),
+    )
+    parser.add_argument("--model", choices=list(TRAINABLE), default="ssdlite320")
+    parser.add_argument(
+        "--width-mult", type=float, default=None, help="ssdlite320 backbone width (1.0 = paper)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=256, help="retinanet_small image side (SSD: fixed 320)"
+    )
+    parser.add_argument("--num-images", type=int, default=None, help="built-in images (1000)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="held out (JSON / VOC)")
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=4e-5)
+    parser.add_argument("--warmup-iters", type=int, default=100)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="stop after the epoch that ends past this many minutes of training (cosine lr "
+        "still planned over --epochs)",
+    )
+    add_standard_args(parser, example=EXAMPLE, epochs=0, batch_size=0, lr=0.0, workers=1)
+    parser.set_defaults(output_dir=None, epochs=None, batch_size=None, lr=None)
+    return parser
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    for key, value in DEFAULTS[args.model].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.output_dir is None:
+        args.output_dir = settings.runs_root() / EXAMPLE / args.model
+    validate_standard_args(args)
+    if not 0 < args.val_fraction < 1:
+        raise UserError(
+            f"--val-fraction must be in (0, 1), got {args.val_fraction}", fix="e.g. 0.2"
+        )
+    if args.num_images is not None and args.num_images < 4:
+        raise UserError(f"--num-images must be >= 4, got {args.num_images}", fix="e.g. 1000")
+    if args.width_mult is not None and not 0.1 <= args.width_mult <= 2:
+        raise UserError(f"--width-mult must be in [0.1, 2], got {args.width_mult}", fix="e.g. 0.5")
+    if not 64 <= args.image_size <= 1333:
+        raise UserError(
+            f"--image-size must be in [64, 1333], got {args.image_size}", fix="e.g. 256"
+        )
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise UserError(f"--time-budget must be > 0, got {args.time_budget}", fix="e.g. 10")
+    return args
+
+
+def model_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Builder keywords from a run's config (what the checkpoint needs to rebuild the model)."""
+    if config["model"] == "ssdlite320":
+        return {"width_mult": config["width_mult"]}
+    return {"image_size": config["image_size"]}
+
+
+def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model trained by this script from its checkpoint (eval mode) and its config."""
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.get("config") or {}
+    if config.get("model") not in TRAINABLE or "classes" not in config:
+        raise UserError(
+            "not a checkpoint of train_detector.py (its config names no model / classes)",
+            path=path,
+            fix="pass the best.pt or last.pt of a train_detector.py run",
+        )
+    model = build_trainable(config["model"], len(config["classes"]) + 1, **model_options(config))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), config
+
+
+def train_with_budget(
+    model: torch.nn.Module, loader: Any, budget_s: float, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """One engine call per epoch, each resuming exactly from ``last.pt``, until the next epoch
+    would end past ``budget_s`` (at the mean epoch time so far, evaluation included)."""
+    epochs, resume = kwargs.pop("epochs"), kwargs.pop("resume")
+    done = 0
+    if resume:
+        path = Path(kwargs["output_dir"]) / "last.pt" if resume is True else Path(resume)
+        done = int(load_checkpoint(path)["epoch"])
+    start = time.perf_counter()
+    result: dict[str, Any] = {}
+    for epoch in range(done + 1, epochs + 1):
+        first = epoch == done + 1
+        result = engine.train(
+            model, loader, epochs=epoch, resume=resume if first else True, **kwargs
+        )
+        elapsed = time.perf_counter() - start
+        if epoch < epochs and elapsed + elapsed / (epoch - done) > budget_s:
+            print(
+                f"note: stopped after epoch {epoch} of {epochs}: the next one would end past the "
+                f"time budget of {budget_s / 60:g} min",
+                file=sys.stderr,
+            )
+            result["stopped_early"] = True
+            break
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train; returns the engine's result plus ``eval`` (last epoch's COCO numbers),
+    ``train_time_s``, ``num_parameters``, ``epochs_run``."""
+    args = resolve_args(get_args_parser().parse_args(argv))
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    num_images = args.num_images or (16 if args.dry_run and args.data_path is None else None)
+    train, val, source = load_splits(
+        args.data_path, num_images=num_images, val_fraction=args.val_fraction, seed=args.seed
+    )
+    if args.dry_run:
+        val = type(val)(**{**val.__dict__, "records": val.records[: args.batch_size]})
+    config = {
+        **vars(args),
+        "classes": list(train.classes),
+        "category_ids": category_ids(train),
+        "data_source": source,
+        "data_num_images": num_images,
+    }
+    model = build_trainable(args.model, len(train.classes) + 1, **model_options(config))
+    train_set = DetectionTorchDataset(train, Compose([HorizontalFlip()]), seed=args.seed)
+    val_set = DetectionTorchDataset(val)
+    loader = engine.make_loader(
+        train_set, args.batch_size, True, args.seed, args.workers, detection_collate
+    )
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=args.batch_size, shuffle=False, collate_fn=detection_collate
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+    )
+    steps = (1 if args.dry_run else args.epochs) * max(1, len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + torch.cos(torch.tensor(step / steps * torch.pi)).item())
+    )
+
+    def evaluate(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        outputs, image_ids = predict_loader(model, val_loader, device)
+        return coco_scores(to_coco_results(outputs, image_ids, config["category_ids"]), val)
+
+    print(
+        f"{args.model}: {count_parameters(model) / 1e6:.2f} M parameters; {source}: "
+        f"{len(train)} train / {len(val)} val images, classes {train.classes}; device {device}",
+        file=sys.stderr,
+    )
+    kwargs = train_kwargs(args)
+    kwargs["config"] = config
+    kwargs.update(
+        optimizer=optimizer,
+        device=device,
+        lr_scheduler=scheduler,
+        lr_scheduler_interval="step",
+        evaluate_fn=evaluate,
+        warmup_iters=0 if args.dry_run else args.warmup_iters,
+        best_metric="bbox_AP50",
+    )
+    start = time.perf_counter()
+    if args.time_budget is None:
+        result = engine.train(model, loader, **kwargs)
+    else:
+        result = train_with_budget(model, loader, args.time_budget * 60, kwargs)
+    result["train_time_s"] = time.perf_counter() - start
+    result["eval"] = dict(result["history"][-1]["eval"]) if result["history"] else {}
+    result["num_parameters"] = count_parameters(model)
+    result["epochs_run"] = len(result["history"])
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in result["eval"].items() if k.startswith("bbox"))
+    print(f"done in {result['train_time_s']:.0f} s, {result['epochs_run']} epochs: {summary}",
+          file=sys.stderr)  # fmt: skip
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
