@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -211,14 +212,14 @@ def _to_rle(segmentation: Any, height: int, width: int) -> dict:
     if not (
         isinstance(size, list | tuple)
         and len(size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
+        and all(isinstance(v, Integral) and not isinstance(v, bool) and v >= 0 for v in size)
     ):
         raise ValueError(f"RLE 'size' must be [height, width], got {size!r}")
     if list(size) != [height, width]:
         raise ValueError(f"RLE 'size' is {list(size)} but the image is [{height}, {width}]")
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        if not all(isinstance(v, Integral) and not isinstance(v, bool) and v >= 0 for v in counts):
             raise ValueError("uncompressed RLE 'counts' must be whole numbers >= 0")
         if sum(counts) != height * width:
             raise ValueError(
