@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # Number of pytest workers: 2 cores here; `make test JOBS=1` runs serially.
 JOBS ?= 2
 
-.PHONY: demo test bench notebooks assets lint format clean venv help
+.PHONY: demo test bench notebooks assets lint format clean venv help mutation
 
 help:
 	@echo "make demo       build .venv if needed and run 'detseg tour' (quick trained paths, results table)"
@@ -22,6 +22,7 @@ help:
 	@echo "                and the README's table of lessons with their Colab badges"
 	@echo "make assets     redraw the figures of assets/ (architecture diagrams) from their code"
 	@echo "make lint       ruff check + format check"
+	@echo "make mutation   mutmut on detseg.boxes / metrics / engine / data.validate (slow; not in make test)"
 	@echo "make clean      remove .venv, data/ and runs/"
 
 $(BIN)/python:
@@ -67,6 +68,12 @@ lint: $(VENV)/.installed-test
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Mutation testing of four core modules, each with its own tests (not part of `make test`; hours on
+# 2 cores: MUTATION_ARGS="boxes --sample 60" for a part). Results: runs/mutation/, tests/MUTATION.md.
+mutation: $(VENV)/.installed-test
+	$(PIP) install "mutmut==3.8.1"
+	nice -n 10 $(BIN)/python tests/mutation/run_mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) data runs

@@ -490,3 +490,65 @@ def test_maskpng_channels_and_ignore_index(tmp_path):
         report.instances_per_class["a"] + report.instances_per_class["b"]
         == 2 * H * W - 2 * 4 * W - 1
     )
+
+
+def test_check_detection_names_file_and_line_of_each_object(tmp_path):
+    """Record-level checks on a dataset as a reader of a line-based format hands it over: each
+    problem names the source file and the object's line (what a YOLO / CSV reader records)."""
+    from detseg.data.formats._common import Problems
+    from detseg.data.types import DetectionDataset
+    from detseg.data.validate import check_detection
+
+    full = np.zeros((H, W), dtype=bool)
+    full[5:15, 5:25] = True
+    record = DetectionRecord(
+        1,
+        "a.jpg",
+        H,
+        W,
+        [[5, 5, 25, 15], [5, 5, 25, 5], [5, 5, 25, 15], [5, 5, 25, 15]],
+        [5, 0, 1, 0],
+        segmentations=[mask_to_rle(full), [], mask_to_rle(np.zeros((H, W), bool)), []],
+        extra={"source": "labels.txt", "lines": [3, 4, 7, 9]},
+    )
+    dataset = DetectionDataset(tmp_path, ["cat", "dog"], [record])
+    report = Problems()
+    check_detection(dataset, report, check_images=False)
+    assert [str(p) for p in report.items] == [
+        "labels.txt:3: error: class 5 out of range 0..1",
+        "labels.txt:4: error: box [5, 5, 25, 5] has zero or negative size",  # zero height
+        "labels.txt:7: error: mask is empty",
+    ]
+
+
+def test_pennfudan_small_people_match_their_text_boxes(tmp_path):
+    """A 4 x 5 px person: text box - 1 is the mask box exactly (no warning); one pixel off either
+    way would be IoU 0.75-0.8, under the 0.9 the check allows."""
+    mask = np.zeros((H, W), dtype=bool)
+    mask[10:15, 20:24] = True
+    record = DetectionRecord(
+        1, "img0.jpg", H, W, [[20, 10, 23, 14]], [0], segmentations=[mask_to_rle(mask)]
+    )
+    path = pennfudan.write(tmp_path, [(record, np.zeros((H, W, 3), np.uint8))])
+    report = validate(path, "pennfudan")
+    assert report.problems == [] and report.num_images == 1
+
+
+def test_pixel_counts_add_up_over_splits(tmp_path):
+    labels = np.zeros((H, W), dtype=np.int64)
+    rng = np.random.default_rng(22)
+    pair = (rng.integers(0, 256, (H, W, 3), dtype=np.uint8), labels)
+    cityscapes.write(tmp_path, [("1", *pair), ("2", *pair)], split="train")
+    cityscapes.write(tmp_path, [("1", *pair)], split="val")
+    report = validate(tmp_path, "cityscapes")
+    assert report.problems == [] and report.num_images == 3
+    assert report.instances_per_class["road"] == 3 * H * W
+
+
+def test_unknown_format_lists_the_known_ones(tmp_path):
+    from detseg.data.formats import FORMATS
+    from detseg.errors import UserError
+
+    with pytest.raises(UserError, match="unknown format 'kitti'") as raised:
+        validate(tmp_path, "kitti")
+    assert raised.value.fix == "use one of " + ", ".join(FORMATS)

@@ -7,7 +7,8 @@ summary: mutants killed / total per module, and the surviving mutants by name (`
 in that folder prints the diff). The survivors found so far and why each is left are listed in
 ``tests/MUTATION.md``.
 
-Usage: ``python tests/mutation/run_mutation.py [boxes metrics engine validate] [--max-children N]``
+Usage: ``python tests/mutation/run_mutation.py [boxes metrics engine validate] [--max-children N]
+[--sample N] [--keep]``
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -72,8 +74,8 @@ def prepare(module: str, work: Path) -> None:
     (work / "pyproject.toml").write_text(pyproject)
 
 
-def summarise(module: str, work: Path) -> dict[str, object]:
-    """Counts by status from ``mutmut results --all true``."""
+def mutant_statuses(work: Path) -> dict[str, str]:
+    """``{mutant name: status}`` from ``mutmut results --all true`` (``not checked`` included)."""
     out = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"],
         cwd=work,
@@ -81,16 +83,28 @@ def summarise(module: str, work: Path) -> dict[str, object]:
         text=True,
         check=False,
     ).stdout
-    statuses: dict[str, list[str]] = {}
+    statuses = {}
     for line in out.splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if name:
+        if name.startswith("detseg."):
+            statuses[name] = status
+    return statuses
+
+
+def summarise(module: str, work: Path, sample: list[str] | None = None) -> dict[str, object]:
+    """Counts by status, over every mutant or over ``sample``."""
+    by_name = mutant_statuses(work)
+    statuses: dict[str, list[str]] = {}
+    for name, status in by_name.items():
+        if sample is None or name in sample:
             statuses.setdefault(status, []).append(name)
     counts = {status: len(names) for status, names in statuses.items()}
     judged = sum(n for s, n in counts.items() if s not in ("not checked", "skipped"))
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     return {
         "module": module,
+        "mutants": len(by_name),
+        "sampled": None if sample is None else len(sample),
         "counts": counts,
         "kill_rate": killed / judged if judged else None,
         "survived": sorted(statuses.get("survived", []) + statuses.get("no tests", [])),
@@ -102,7 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", default=list(MODULES), choices=list(MODULES))
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "mutation")
-    parser.add_argument("--keep", action="store_true", help="reuse a work folder (resume a run)")
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse a work folder: resume, or retest with new tests"
+    )
+    parser.add_argument(
+        "--retest", nargs="*", default=None, help="with --keep: mutant names (globs) to test again"
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="test only this many mutants per module, drawn at random (--seed); the kill rate is "
+        "then an estimate (2 shared cores test ~5 mutants a minute)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     env = {**os.environ, "DETSEG_SMOKE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     summaries = []
@@ -110,14 +137,24 @@ def main(argv: list[str] | None = None) -> int:
         work = args.output_dir / module
         if not (args.keep and work.exists()):
             prepare(module, work)
+        else:  # the tests may have changed since: mutmut retests what they touch
+            for name in ["tests/conftest.py", *MODULES[module][1]]:
+                shutil.copy2(ROOT / name, work / name)
         start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-            cwd=work,
-            env=env,
-            check=False,
-        )
-        summary = summarise(module, work)
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
+        sample, base = None, len(command)
+        if args.sample is not None:
+            # generate the mutants and the test statistics only (no name matches), then draw
+            subprocess.run([*command, "no-such-mutant"], cwd=work, env=env, check=False)
+            names = sorted(mutant_statuses(work))
+            sample = random.Random(args.seed).sample(names, min(args.sample, len(names)))
+            statuses = mutant_statuses(work)
+            command += [name for name in sample if statuses[name] == "not checked"]
+        if args.retest:
+            subprocess.run([*command, *args.retest], cwd=work, env=env, check=False)
+        elif sample is None or len(command) > base:
+            subprocess.run(command, cwd=work, env=env, check=False)
+        summary = summarise(module, work, sample)
         summary["wall_s"] = round(time.perf_counter() - start)
         summaries.append(summary)
         (work / "summary.json").write_text(json.dumps(summary, indent=1))
