@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -329,28 +329,72 @@ class ShapeCrops(Dataset):
         return (crop - self.mean) / self.std, self.labels[index]
 
 
+class WholeImages(Dataset):
+    """Whole images of a single-object dataset with their class: plain image classification.
+
+    Every image is read and resized once at construction (uint8, ``side`` x ``side``).
+    """
+
+    def __init__(self, dataset: DetectionDataset, side: int = 128) -> None:
+        self.images = np.stack(
+            [letterless_resize(read_image(dataset.image_path(r)), side) for r in dataset.records]
+        )
+        self.labels = torch.tensor([int(r.labels[0]) for r in dataset.records])
+        spec = BACKBONES["small"]
+        self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
+        self.std = torch.tensor(spec["std"]).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = torch.from_numpy(self.images[index]).permute(2, 0, 1).float() / 255.0
+        return (image - self.mean) / self.std, self.labels[index]
+
+
+def pretrain_sets(task: str, num_images: int | None, seed: int) -> tuple[Dataset, Dataset, int]:
+    """``(train, val, num_classes)`` of a pretraining task (:data:`PRETRAIN_TASKS`)."""
+    from detseg.data import recipes
+
+    if task == "shape_crops":
+        train = ShapeCrops(recipes.load("shapes", split="train", num_images=num_images), seed=seed)
+        val = ShapeCrops(recipes.load("shapes", split="val", num_images=num_images), seed=seed + 1)
+        return train, val, 5
+    # other images of the same three classes, drawn with data seed 1: never the detector's images
+    images = recipes.load("single_object", seed=1, num_images=num_images)
+    indices = np.random.default_rng(seed).permutation(len(images))
+    cut = max(1, len(images) // 5)
+    subset = [replace(images, records=[images.records[i] for i in part]) for part in
+              (indices[cut:], indices[:cut])]  # fmt: skip
+    return WholeImages(subset[0]), WholeImages(subset[1]), len(images.classes)
+
+
+PRETRAIN_TASKS = {
+    "shape_crops": "classify shapes cut out of the built-in shapes scenes (5 classes)",
+    "other_images": "classify 600 other built-in single_object images (data seed 1; 3 classes)",
+}
+
+
 def pretrain_small_backbone(
     *,
+    task: str = "shape_crops",
     seed: int = 0,
     num_images: int | None = None,
     epochs: int = 4,
     max_steps: int | None = None,
     log: Callable[[str], Any] = lambda text: print(text, file=sys.stderr),
 ) -> tuple[SmallBackbone, dict[str, float]]:
-    """Train :class:`SmallBackbone` to classify shape crops of the built-in ``shapes`` data.
+    """Train :class:`SmallBackbone` on a built-in classification task (:data:`PRETRAIN_TASKS`).
 
     The stand-in for ImageNet pretraining: a classification task on other images than the detector's.
-    Returns the backbone (eval mode) and ``{"crop_accuracy" (on the val split's crops), "seconds",
-    "train_crops"}``.
+    Returns the backbone (eval mode) and ``{"crop_accuracy" (held-out accuracy of the task),
+    "seconds", "train_crops" (training items)}``.
     """
-    from detseg.data import recipes
-
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    train_set = ShapeCrops(recipes.load("shapes", split="train", num_images=num_images), seed=seed)
-    val_set = ShapeCrops(recipes.load("shapes", split="val", num_images=num_images), seed=seed + 1)
-    backbone = SmallBackbone(num_pretrain_classes=5)
+    train_set, val_set, num_classes = pretrain_sets(task, num_images, seed)
+    backbone = SmallBackbone(num_pretrain_classes=num_classes)
     optimizer = torch.optim.Adam(backbone.parameters(), lr=3e-3)
     loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=generator)
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
@@ -367,7 +411,7 @@ def pretrain_small_backbone(
             steps += 1
             if steps >= total:
                 break
-        log(f"pretraining the small backbone on shape crops: epoch {epoch + 1}, loss {loss:.3f}")
+        log(f"pretraining the small backbone ({task}): epoch {epoch + 1}, loss {loss:.3f}")
         if steps >= total:
             break
     backbone.eval()
@@ -383,10 +427,7 @@ def pretrain_small_backbone(
     }
 
 
-def small_backbone_path(runs: Path, seed: int, smoke: bool) -> Path:
-    """Where the pretrained small backbone is cached (one per seed; smoke runs apart)."""
-    return (
-        runs
-        / "04_basic_object_detection"
-        / f"small-backbone-seed{seed}{'-smoke' if smoke else ''}.pt"
-    )
+def small_backbone_path(runs: Path, task: str, seed: int, epochs: int, smoke: bool) -> Path:
+    """Where the pretrained small backbone is cached (one per task, seed and epochs)."""
+    name = f"small-backbone-{task}-seed{seed}-e{epochs}{'-smoke' if smoke else ''}.pt"
+    return runs / "04_basic_object_detection" / name

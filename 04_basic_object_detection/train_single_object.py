@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from single_object_detector import (
     BACKBONES,
+    PRETRAIN_TASKS,
     SingleObjectImages,
     SmallBackbone,
     TwoHeadDetector,
@@ -82,6 +83,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held-out share")
     parser.add_argument(
         "--pretrain-epochs", type=int, default=4, help="small backbone: epochs on shape crops"
+    )
+    parser.add_argument(
+        "--pretrain-task",
+        choices=list(PRETRAIN_TASKS),
+        default="shape_crops",
+        help="small backbone: the built-in classification task it is pretrained on: "
+        + "; ".join(f"{k}: {v}" for k, v in PRETRAIN_TASKS.items()),
     )
     parser.add_argument("--dropout", type=float, default=0.5, help="class head dropout")
     add_standard_args(
@@ -141,13 +149,16 @@ def load_dataset(args: argparse.Namespace) -> Any:
 def small_backbone(args: argparse.Namespace, log: Any) -> tuple[SmallBackbone, dict[str, Any]]:
     """The pretrained small backbone: loaded from its cache file, else pretrained and saved there."""
     quick = args.dry_run or settings.smoke_mode()
-    path = small_backbone_path(settings.runs_root(), args.seed, quick)
-    backbone = SmallBackbone()
+    path = small_backbone_path(
+        settings.runs_root(), args.pretrain_task, args.seed, args.pretrain_epochs, quick
+    )
+    backbone = SmallBackbone(num_pretrain_classes=5 if args.pretrain_task == "shape_crops" else 3)
     if path.is_file():
         checkpoint = load_checkpoint(path)
         backbone.load_state_dict(checkpoint["model"])
         return backbone.eval(), {**checkpoint["pretrain"], "cached": str(path)}
     backbone, stats = pretrain_small_backbone(
+        task=args.pretrain_task,
         seed=args.seed,
         num_images=16 if quick else None,
         epochs=1 if quick else args.pretrain_epochs,
@@ -157,7 +168,7 @@ def small_backbone(args: argparse.Namespace, log: Any) -> tuple[SmallBackbone, d
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"model": backbone.state_dict(), "pretrain": stats}, path)
     log(
-        f"small backbone: shape-crop accuracy {stats['crop_accuracy']:.3f} after "
+        f"small backbone: held-out accuracy {stats['crop_accuracy']:.3f} on {args.pretrain_task} after "
         f"{stats['seconds']:.0f} s; saved to {path}"
     )
     return backbone, {**stats, "cached": None}
@@ -257,7 +268,11 @@ def load_model(path: str | Path) -> tuple[TwoHeadDetector, dict[str, Any]]:
             path=path,
             fix="pass the best.pt or last.pt of a train_single_object.py run",
         )
-    backbone = SmallBackbone() if config["backbone"] == "small" else build_resnet50("none")
+    if config["backbone"] == "small":
+        pretrain_classes = 5 if config.get("pretrain_task", "shape_crops") == "shape_crops" else 3
+        backbone = SmallBackbone(num_pretrain_classes=pretrain_classes)
+    else:
+        backbone = build_resnet50("none")
     model = TwoHeadDetector(
         backbone, int(config["num_classes"]), dropout=config.get("dropout", 0.5)
     )

@@ -119,6 +119,16 @@ CASES: dict[str, Case] = {
         "02_yolo_v3_darknet",
         "YOLOv3-tiny 416 inference: ONNX Runtime and OpenCV DNN (darknet files) vs eager",
     ),
+    "04-realtime-fps": Case(
+        "04_basic_object_detection/bench_cases.py:case_realtime_fps",
+        "04_basic_object_detection",
+        "FPS on 320 px frames: SSDlite eager, its ONNX body on ORT / OpenCV DNN, HOG, Haar",
+    ),
+    "04-single-object-cache": Case(
+        "04_basic_object_detection/bench_cases.py:case_feature_cache",
+        "04_basic_object_detection",
+        "single-object heads: s / epoch on cached features vs the seed's loop",
+    ),
     "05-unet-onnx": Case(
         "05_unet_segmentation/bench_cases.py:case_ort_vs_eager",
         "05_unet_segmentation",

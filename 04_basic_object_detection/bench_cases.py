@@ -1,0 +1,91 @@
+"""Benchmark cases of this folder (``detseg bench``; registered in :data:`detseg.bench.CASES`).
+
+"04-realtime-fps": Case("04_basic_object_detection/bench_cases.py:case_realtime_fps",
+                        "04_basic_object_detection", "frames per second on 320 px frames: ...")
+"04-single-object-cache": Case("04_basic_object_detection/bench_cases.py:case_feature_cache", ...)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FOLDER = Path(__file__).resolve().parent
+
+
+def case_realtime_fps() -> dict[str, Any]:
+    """Frames per second on 320 x 320 built-in scenes: SSDlite320 (width 0.5; random weights, speed
+    does not depend on them) as a whole torchvision model in eager PyTorch, and its exported body on
+    ONNX Runtime and OpenCV DNN (each + the shared numpy decoding), then OpenCV's HOG people
+    detector and Haar face cascade.
+
+    Returns:
+        ``{"eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "hog_fps", "haar_fps", "main"}``.
+    """
+    if str(FOLDER) not in sys.path:
+        sys.path.insert(0, str(FOLDER))
+    import cv2
+    import numpy as np
+    import torch
+    from detection_zoo import build_ssdlite320
+    from detector_body import DecodeConfig, SSDBody
+    from detector_runtime import body_predictor, classic_predictor, time_predictors, torch_predictor
+
+    from detseg import settings
+    from detseg.data import recipes
+    from detseg.data.imageio import read_image
+    from detseg.export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_ssdlite320(6, width_mult=0.5).eval()
+    scenes = recipes.load("shapes", split="val", num_images=16 if settings.smoke_mode() else 100)
+    count = 3 if settings.smoke_mode() else 20
+    frames = [cv2.resize(read_image(scenes.image_path(r)), (320, 320))
+              for r in scenes.records[:count]]  # fmt: skip
+    classes = ["__background__", *scenes.classes]
+    with tempfile.TemporaryDirectory() as folder:
+        body = SSDBody(model).eval()
+        path = export_onnx(body, torch.rand(1, 3, 320, 320), Path(folder) / "body.onnx",
+                           input_names=["images"], output_names=["regressions", "logits"])  # fmt: skip
+        config = DecodeConfig.from_ssd(model)
+        predictors = [
+            torch_predictor(model, classes, name="eager"),
+            body_predictor("onnxruntime", config, classes, onnx_path=path),
+            body_predictor("opencv", config, classes, onnx_path=path),
+            classic_predictor("hog_people"),
+            classic_predictor("haar_face"),
+        ]
+        table = time_predictors(predictors, [np.ascontiguousarray(f) for f in frames])
+    names = ("eager", "ssd body, onnxruntime", "ssd body, opencv", "hog_people", "haar_face")
+    keys = ("eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "hog_fps", "haar_fps")
+    return {
+        **{key: table[name]["fps"] for key, name in zip(keys, names)},
+        "main": "onnxruntime_fps",
+    }
+
+
+def case_feature_cache() -> dict[str, Any]:
+    """Seconds per epoch of the single-object heads: on cached backbone features vs the seed's loop
+    (backbone on every image every epoch), 2 epochs each on 120 built-in images, same numbers.
+
+    Returns:
+        ``{"cached_s_per_epoch", "seed_loop_s_per_epoch", "speedup", "same_iou", "main"}``.
+    """
+    from detseg import settings
+    from detseg.scripts import load_script
+
+    train = load_script(FOLDER, "train_single_object")
+    images = "12" if settings.smoke_mode() else "120"
+    with tempfile.TemporaryDirectory() as folder:
+        common = ["--num-images", images, "--epochs", "2", "--seed", "0"]
+        cached = train.main([*common, "--output-dir", f"{folder}/a"])
+        seed_loop = train.main([*common, "--no-cached-features", "--output-dir", f"{folder}/b"])
+    return {
+        "cached_s_per_epoch": cached["seconds_per_epoch"],
+        "seed_loop_s_per_epoch": seed_loop["seconds_per_epoch"],
+        "speedup": seed_loop["seconds_per_epoch"] / cached["seconds_per_epoch"],
+        "same_iou": abs(cached["mean_iou"] - seed_loop["mean_iou"]) < 1e-4,
+        "main": "speedup",
+    }

@@ -1,0 +1,152 @@
+"""Every detection script's main() on tiny built-in data, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detseg.data import recipes
+
+FOLDER = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_ssd(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A dry-run SSDlite checkpoint (one batch of the smoke-size built-in shapes)."""
+    import os
+
+    import torch
+
+    from detseg.scripts import load_script
+
+    out = tmp_path_factory.mktemp("ssd")
+    saved = {k: os.environ.get(k) for k in ("DETSEG_SMOKE", "DETSEG_DATA")}
+    os.environ["DETSEG_SMOKE"] = "1"
+    os.environ["DETSEG_DATA"] = str(shared_data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = load_script(FOLDER, "train_detector").main(
+            ["--dry-run", "--batch-size", "2", "--output-dir", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert {"bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_AR100"} <= set(result["eval"])
+    assert result["epochs_run"] == 1 and result["history"][0]["steps"] == 1
+    return out / "dry-run" / "last.pt"
+
+
+def test_train_detector_checkpoint_rebuilds_the_model(script, trained_ssd: Path) -> None:
+    model, config = script("train_detector").load_detector(trained_ssd)
+    assert config["model"] == "ssdlite320" and config["classes"][0] == "circle"
+    assert not model.training
+
+
+def test_export_matches_runtimes_on_validation_images(
+    script, trained_ssd: Path, tmp_path: Path
+) -> None:
+    result = script("export_detector").main(
+        ["--weights", str(trained_ssd), "--output-dir", str(tmp_path), "--images", "2",
+         "--score-threshold", "0.0"]
+    )  # fmt: skip
+    assert result["max_abs_diff_onnxruntime"] < 1e-3 and result["max_abs_diff_opencv"] < 1e-3
+    assert result["all_matched"]
+    assert set(result["ms_per_frame"]) == {"ssd body, torch", "ssd body, onnxruntime",
+                                          "ssd body, opencv"}  # fmt: skip
+    decode = json.loads(Path(result["decode"]).read_text())
+    assert len(decode["anchors"]) > 1000 and decode["classes"][0] == "__background__"
+
+
+def test_detect_image_and_video_with_the_trained_checkpoint(
+    script, trained_ssd: Path, tmp_path: Path
+) -> None:
+    folder = recipes.ensure("shapes") / "val"
+    results = script("detect_image").main(
+        [str(folder), "--weights", str(trained_ssd), "--runtime", "opencv",
+         "--score-threshold", "0", "--output-dir", str(tmp_path / "img")]
+    )  # fmt: skip
+    assert len(results) == len(list(folder.glob("*.jpg"))) >= 1
+    assert Path(results[0]["output"]).is_file() and results[0]["ms"] > 0
+    video = script("detect_video").main(
+        ["--source", "synthetic", "--classic", "hog_people", "--max-frames", "3",
+         "--output", str(tmp_path / "out.avi"), "--work-dir", str(tmp_path / "w")]
+    )  # fmt: skip
+    assert video["frames"] == 3 and video["fps"] > 0 and Path(video["output"]).is_file()
+
+
+def test_classic_detector_on_an_image(script, tmp_path: Path) -> None:
+    import skimage.data
+
+    from detseg.data.imageio import write_image
+
+    path = write_image(tmp_path / "astronaut.png", skimage.data.astronaut())
+    results = script("detect_image").main(
+        [str(path), "--classic", "haar_face", "--output-dir", str(tmp_path / "out")]
+    )
+    assert results[0]["names"] == ["face"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["detect_image.py", "nowhere.jpg", "--classic", "haar_face"], "nowhere.jpg"),
+        (["detect_image.py", ".", "--classic", "haar_face", "--model", "ssd300_vgg16"], "--model"),
+        (["detect_image.py", ".", "--runtime", "opencv"], "--runtime opencv needs --weights"),
+        (["detect_video.py", "--source", "missing.mp4", "--classic", "hog_people"], "missing.mp4"),
+        (["train_detector.py", "--val-fraction", "1.5"], "--val-fraction"),
+        (["train_detector.py", "--data-path", "nowhere"], "--data-path"),
+        (["export_detector.py", "--weights", "nowhere.pt"], "--weights"),
+    ],
+)
+def test_bad_input_is_one_line(args: list[str], expected: str, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(FOLDER / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+
+
+def test_coco_scores_equal_pycocotools_on_fixed_predictions(tmp_path: Path) -> None:
+    from detector_data import category_ids, coco_scores, load_splits, to_coco_results
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detseg.data.formats import coco
+
+    _, val, _ = load_splits(None)
+    rng = np.random.default_rng(0)
+    outputs, ids = [], []
+    for record in val.records:  # ground truth moved a little, some dropped, one false positive
+        keep = rng.random(len(record.boxes)) < 0.8
+        boxes = record.boxes[keep] + rng.normal(0, 3, (int(keep.sum()), 4)).astype(np.float32)
+        boxes = np.vstack([boxes, [[0, 0, 30, 30]]])
+        labels = np.append(record.labels[keep] + 1, 1)
+        outputs.append({"boxes": boxes, "scores": rng.random(len(boxes)), "labels": labels})
+        ids.append(record.image_id)
+    results = to_coco_results(outputs, ids, category_ids(val))
+    mine = coco_scores(results, val)
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(coco.to_dict(val)))
+    ground_truth = COCO(str(gt_path))
+    evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert 0.1 < mine["bbox_AP50"] < 1.0
+    assert mine["bbox_AP"] == pytest.approx(evaluator.stats[0], abs=1e-9)
+    assert mine["bbox_AP50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
