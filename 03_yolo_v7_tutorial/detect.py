@@ -28,7 +28,7 @@ from detseg.data.letterbox import letterbox, unletterbox_boxes
 from detseg.data.torch_datasets import image_to_tensor
 from detseg.errors import UserError, run_cli
 from detseg.export import ort_run, ort_session
-from detseg.video import SOURCE_HELP, FolderSource, Frame, run_loop
+from detseg.video import SOURCE_HELP, FolderSource, Frame, FrameSource, open_source, run_loop
 from detseg.viz import draw_detections
 from detseg.yolo_decode import postprocess
 
@@ -81,11 +81,12 @@ def make_predictor(args: argparse.Namespace) -> tuple[Any, int, list[str]]:
     return (lambda images: torch.from_numpy(ort_run(session, images)[0])), size, classes
 
 
-def open_stream(source: str) -> Any:
-    """``tabletop``: the built-in set's test images as a stream; anything else goes to the core."""
+def open_stream(source: str) -> FrameSource:
+    """``tabletop``: the built-in set's test images as a stream; anything else goes to the core's
+    :func:`detseg.video.open_source` (webcam index, video file, folder, ``synthetic``)."""
     if source == BUILT_IN:
         return FolderSource(recipes.ensure(BUILT_IN) / "test" / "images", fps=10.0)
-    return source
+    return open_source(source)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -94,7 +95,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(positive_int(args.threads, "--threads"))
     if args.max_frames is not None:
         positive_int(args.max_frames, "--max-frames")
-    predict_fn, size, classes = make_predictor(args)
+    for flag, value in (
+        ("--score-threshold", args.score_threshold),
+        ("--iou-threshold", args.iou_threshold),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{flag} must be in [0, 1], got {value}", fix=f"e.g. {flag} 0.25")
+    stream = open_stream(args.source)
+    try:
+        predict_fn, size, classes = make_predictor(args)
+    except BaseException:
+        stream.close()
+        raise
     detections_total = 0
 
     @torch.no_grad()
@@ -112,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
 
     result = run_loop(
-        open_stream(args.source), process, writer_path=args.output, show=not args.no_show,
+        stream, process, writer_path=args.output, show=not args.no_show,
         max_frames=args.max_frames, window_name="YOLOv7",
     )  # fmt: skip
     result["detections"] = detections_total

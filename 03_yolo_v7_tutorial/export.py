@@ -116,9 +116,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def real_input(data_path: Path | None, size: int, seed: int = 0) -> Tensor:
-    """The first validation image, letterboxed: [1, 3, S, S]."""
-    dataset = read_split(data_path, "val", seed=seed)
+def real_input(config: dict[str, Any], data_path: Path | None, size: int) -> Tensor:
+    """The first validation image of the training data (or of ``data_path``), letterboxed."""
+    if data_path is None and config.get("data_path"):
+        data_path = Path(config["data_path"])
+    num_images = config.get("num_images") if data_path is None else None
+    dataset = read_split(data_path, "val", seed=int(config.get("seed", 0)), num_images=num_images)
     image = read_image(dataset.image_path(dataset.records[0]))
     boxed, _, _ = letterbox(image, size)
     return image_to_tensor(boxed)[None]
@@ -126,9 +129,20 @@ def real_input(data_path: Path | None, size: int, seed: int = 0) -> Tensor:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = get_args_parser().parse_args(argv)
-    existing_path(args.weights, "--weights", kind="file")
     if args.nms and args.dynamic_batch:
         raise UserError("--dynamic-batch works without --nms only", fix="drop one of the two")
+    for flag, value in (
+        ("--score-threshold", args.score_threshold),
+        ("--iou-threshold", args.iou_threshold),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{flag} must be in [0, 1], got {value}", fix=f"e.g. {flag} 0.25")
+    positive_int(args.max_detections, "--max-detections")
+    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
+        raise UserError(
+            f"--image-size must be a multiple of 32, got {args.image_size}", fix="e.g. 320"
+        )
+    existing_path(args.weights, "--weights", kind="file")
     if args.threads is not None:
         torch.set_num_threads(positive_int(args.threads, "--threads"))
     model, config = load_trained(args.weights)
@@ -142,7 +156,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     generator = torch.Generator().manual_seed(0)
     traced = torch.rand(1, 3, size, size, generator=generator)
-    checks = [torch.rand(1, 3, size, size, generator=generator), real_input(args.data_path, size)]
+    checks = [
+        torch.rand(1, 3, size, size, generator=generator),
+        real_input(config, args.data_path, size),
+    ]
     result: dict[str, Any] = {"onnx": str(output), "image_size": size, "nms": args.nms}
     threads = torch.get_num_threads()
     if not args.nms:

@@ -73,11 +73,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserError(
             f"--prefix {args.prefix!r} is not a plain file name", fix="use letters, digits, _ - ."
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    number = next_number(args.out, args.prefix)
     files: list[Path] = []
     frames = 0
     with open_source(args.source) as source:
+        args.out.mkdir(parents=True, exist_ok=True)  # only once the source opened
+        number = next_number(args.out, args.prefix)
         for frame in source:
             frames += 1
             save = args.every is not None and (frame.index % args.every == 0)

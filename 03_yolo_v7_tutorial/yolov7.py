@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from detseg.errors import UserError, run_cli
 from detseg.yolo_decode import decode_outputs
 
 # Anchors (width, height in pixels at 640 px) per level P3/8, P4/16, P5/32, as in the authors' yaml.
@@ -579,8 +580,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = get_args_parser().parse_args(argv)
     if args.num_classes < 1:
-        print(f"error: --num-classes must be >= 1, got {args.num_classes}", file=sys.stderr)
-        raise SystemExit(2)
+        raise UserError(
+            f"--num-classes must be >= 1, got {args.num_classes}", fix="e.g. --num-classes 80"
+        )
     model = build_model(args.variant, args.num_classes, fused=args.fused)
     print(layer_table(model))
     result = {"parameters": count_parameters(model), "gflops_640": count_flops(model, 640)}
@@ -590,4 +592,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -67,7 +67,15 @@ def _rebuild_parameter(data: Tensor, *_: Any) -> Tensor:
     return data
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles use to store bytes (``_codecs.encode(text, "latin1")``), nothing else."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refused codec {encoding!r}")
+    return text.encode("latin1")
+
+
 _ALLOWED = {
+    ("_codecs", "encode"): _latin1_bytes,
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -88,6 +96,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.storages: dict[str, Tensor] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(
+            module, module
+        )  # protocol 2
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:

@@ -74,9 +74,7 @@ def test_simota_gives_every_separate_object_k_predictions():
 def test_loss_falls_when_learning_one_batch():
     torch.manual_seed(0)
     model = build_model("tiny", 3)
-    loss_fn = YOLOv7Loss(
-        model.head.anchors.clone(), (8, 16, 32), 3, LossConfig()
-    )
+    loss_fn = YOLOv7Loss(model.head.anchors.clone(), (8, 16, 32), 3, LossConfig())
     images = torch.rand(2, 3, 64, 64)
     targets = torch.tensor([[0, 2, 30.0, 28.0, 20.0, 30.0], [1, 0, 20.0, 40.0, 16.0, 16.0]])
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)

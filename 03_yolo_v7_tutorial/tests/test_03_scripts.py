@@ -1,0 +1,172 @@
+"""Every script's main() on tiny built-in data: train (+ exact resume), evaluation against
+pycocotools, export parity with and without NMS, detect with both backends, record_images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from yolov7_data import YoloSamples, collate, read_split
+from yolov7_training import evaluate
+
+from detseg.data.formats import coco
+from detseg.engine.checkpoint import load_checkpoint
+from detseg.errors import UserError
+from detseg.scripts import load_script
+
+FOLDER = Path(__file__).resolve().parents[1]
+# 12 images -> 9 train (3 steps of 3... batches of 4), 2 valid, 1 test; 64 px; one thread
+SHORT = ["--num-images", "12", "--image-size", "64", "--batch-size", "4", "--workers", "0",
+         "--device", "cpu", "--seed", "3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data) -> Path:
+    """One short training run (1 epoch) shared by the export / detect tests."""
+    out = tmp_path_factory.mktemp("ex03-run")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETSEG_SMOKE", "1")
+        patch.setenv("DETSEG_DATA", str(shared_data))
+        torch.set_num_threads(1)
+        train = load_script(FOLDER, "train")
+        train.main([*SHORT, "--epochs", "1", "--output-dir", str(out), "--tracker", "csv"])
+    torch.set_num_threads(threads)
+    return out
+
+
+def test_train_writes_checkpoints_metrics_and_csv(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    entry = metrics["history"][0]
+    assert set(entry["train"]) >= {"box", "obj", "cls", "loss"}
+    assert {"map50", "map", "fitness"} <= set(entry["eval"]) and entry["steps"] == 3
+    assert (trained / "last.pt").is_file() and (trained / "best.pt").is_file()
+    assert "map50" in (trained / "metrics.csv").read_text().splitlines()[0]
+    checkpoint = load_checkpoint(trained / "last.pt")
+    assert checkpoint["config"]["variant"] == "tiny" and checkpoint["config"]["classes"] == [
+        "ball", "cup", "lotion",
+    ]  # fmt: skip
+    assert int(checkpoint["model"]["updates"]) == 3  # EMA updated after each optimizer step
+
+
+def test_resume_continues_exactly(script, tmp_path, monkeypatch):
+    """Kill a 2-epoch run during epoch 2 (after epoch 1's checkpoint), resume it, and compare
+    with the same run never interrupted: same weights, EMA and optimizer state, bit for bit."""
+    train = script("train")
+    straight = train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "a")])
+    real_evaluate, calls = train.evaluate, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed at the end of epoch 2, before its checkpoint
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "b")])
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "b"), "--resume"])
+    assert [h["steps"] for h in resumed["history"]] == [3, 3]  # the resumed process trained 3 steps
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert int(b["model"]["updates"]) == 6  # EMA counter carried over the restart
+    for name in a["model"]:
+        torch.testing.assert_close(b["model"][name], a["model"][name], atol=0, rtol=0, msg=name)
+    assert b["lr_scheduler"] == a["lr_scheduler"]
+    assert resumed["history"][1]["train"] == straight["history"][1]["train"]
+    assert resumed["history"][1]["eval"] == straight["history"][1]["eval"]
+
+
+class Oracle(torch.nn.Module):
+    """Returns the letterboxed ground truth as decoded predictions, with seeded noise: jittered
+    boxes, scores in (0.3, 1), a wrong class now and then, and false positives."""
+
+    def __init__(self, samples: YoloSamples, seed: int = 0):
+        super().__init__()
+        self.samples, self.next = samples, 0
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for _ in range(len(images)):
+            _, targets, _ = self.samples[self.next]
+            self.next += 1
+            preds = np.zeros((20, 8), np.float32)
+            for k, (label, cx, cy, w, h) in enumerate(targets[:10]):
+                jitter = self.rng.normal(0, 0.08, 4) * [w, h, w, h]
+                wrong = self.rng.random() < 0.15
+                cls = (int(label) + 1) % 3 if wrong else int(label)
+                preds[k, :4] = [cx, cy, w, h] + jitter
+                preds[k, 4] = self.rng.uniform(0.3, 1.0)
+                preds[k, 5 + cls] = 1.0
+            for k in range(10, 13):  # false positives
+                preds[k, :4] = [*self.rng.uniform(10, 50, 2), *self.rng.uniform(5, 20, 2)]
+                preds[k, 4], preds[k, 5 + int(self.rng.integers(3))] = (
+                    self.rng.uniform(0.1, 0.6),
+                    1.0,
+                )
+            rows.append(torch.from_numpy(preds))
+        return torch.stack(rows)
+
+
+def test_evaluate_equals_pycocotools_on_fixed_predictions(tmp_path):
+    dataset = read_split(None, "val", num_images=40)
+    samples = YoloSamples(dataset, 96, augment=False)
+    loader = torch.utils.data.DataLoader(samples, batch_size=3, collate_fn=collate)
+    metrics, results = evaluate(Oracle(samples), loader, dataset, "cpu")
+    assert 0.3 < metrics["map50"] < 1.0 and 0.0 < metrics["map"] < metrics["map50"]
+    gt_path, dt_path = tmp_path / "gt.json", tmp_path / "dt.json"
+    gt_path.write_text(json.dumps(coco.to_dict(dataset)))
+    dt_path.write_text(json.dumps(results))
+    gt = COCO(str(gt_path))
+    evaluator = COCOeval(gt, gt.loadRes(str(dt_path)), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert metrics["map"] == pytest.approx(evaluator.stats[0], abs=1e-9)
+    assert metrics["map50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
+
+
+def test_export_parity_without_and_with_nms(script, trained):
+    export = script("export")
+    plain = export.main(["--weights", str(trained / "best.pt"), "--dry-run", "--dynamic-batch"])
+    assert plain["max_abs_diff"] <= 1e-4 and Path(plain["onnx"]).is_file()
+    if plain["opencv_max_abs_diff"] is not None:
+        assert plain["opencv_max_abs_diff"] <= 1e-3
+    with_nms = export.main(
+        ["--weights", str(trained / "best.pt"), "--dry-run", "--nms", "--score-threshold", "0.0",
+         "--output", str(trained / "nms.onnx")]
+    )  # fmt: skip
+    for match in with_nms["matches"]:  # two inputs besides the traced one; every detection matched
+        assert match["count_a"] == match["count_b"] == match["matched"] > 0
+    assert with_nms["max_box_err"] < 1e-2
+
+
+def test_detect_torch_and_onnx_agree(script, trained, tmp_path):
+    detect, export = script("detect"), script("export")
+    export.main(["--weights", str(trained / "best.pt"), "--dry-run"])
+    common = ["--weights", str(trained / "best.pt"), "--source", "tabletop", "--no-show",
+              "--max-frames", "2", "--score-threshold", "0.01"]  # fmt: skip
+    eager = detect.main([*common, "--output", str(tmp_path / "torch.mp4")])
+    onnx = detect.main([*common, "--backend", "onnx"])
+    assert eager["frames"] == onnx["frames"] == 2 and eager["output"] is not None
+    assert eager["detections"] == onnx["detections"]
+
+
+def test_record_images_every_n_and_numbering(script, tmp_path):
+    record = script("record_images")
+    first = record.main(["--source", "synthetic", "--every", "5", "--max-images", "3",
+                         "--no-show", "--out", str(tmp_path / "imgs")])  # fmt: skip
+    assert first["saved"] == 3 and first["frames"] == 11  # frames 0, 5, 10 saved
+    again = record.main(["--source", "synthetic", "--every", "5", "--max-images", "2",
+                         "--no-show", "--out", str(tmp_path / "imgs")])  # fmt: skip
+    names = sorted(p.name for p in (tmp_path / "imgs").iterdir())
+    assert names == [f"frame_{i:04d}.jpg" for i in range(1, 6)] and again["saved"] == 2
+    with pytest.raises(UserError, match="--no-show needs --every"):
+        record.main(["--source", "synthetic", "--no-show", "--out", str(tmp_path / "x")])
