@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detector_cli import add_predictor_args, predictor_from_args
+from detector_cli import add_predictor_args, predictor_from_args, validate_predictor_args
 
 from detseg import settings
 from detseg.cli.common import existing_path
@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Returns per image ``{"path", "output", "boxes", "scores", "labels", "names", "ms"}``."""
-    args = get_args_parser().parse_args(argv)
+    args = validate_predictor_args(get_args_parser().parse_args(argv))
     paths: list[Path] = []
     for item in args.inputs:
         existing_path(item, "input")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detector_cli import add_predictor_args, predictor_from_args
+from detector_cli import add_predictor_args, predictor_from_args, validate_predictor_args
 
 from detseg import settings
 from detseg.cli.common import positive_int
@@ -50,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Returns ``{"frames", "fps", "output", "detections"}`` (total detections drawn)."""
-    args = get_args_parser().parse_args(argv)
+    args = validate_predictor_args(get_args_parser().parse_args(argv))
     if args.max_frames is not None:
         positive_int(args.max_frames, "--max-frames")
     predictor = predictor_from_args(args, args.work_dir)

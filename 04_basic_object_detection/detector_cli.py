@@ -54,8 +54,8 @@ def add_predictor_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def predictor_from_args(args: argparse.Namespace, work_dir: Path) -> Predictor:
-    """The predictor the flags name (``work_dir`` receives an on-the-fly ONNX export)."""
+def validate_predictor_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Check the detector flags (before any file is read or written)."""
     chosen = [flag for flag in ("model", "weights", "classic") if getattr(args, flag) is not None]
     if len(chosen) > 1:
         raise UserError(
@@ -71,13 +71,20 @@ def predictor_from_args(args: argparse.Namespace, work_dir: Path) -> Predictor:
             f"--runtime {args.runtime} needs --weights of an SSDlite trained by train_detector.py",
             fix="train one (no download needed) or use --runtime torch",
         )
+    if args.weights is not None:
+        existing_path(args.weights, "--weights", kind="file")
+    return args
+
+
+def predictor_from_args(args: argparse.Namespace, work_dir: Path) -> Predictor:
+    """The predictor the flags name (``work_dir`` receives an on-the-fly ONNX export)."""
+    validate_predictor_args(args)
     if args.classic is not None:
         return classic_predictor(args.classic)
     if args.weights is None:
         name = args.model or "ssdlite320_mobilenet_v3_large"
         model, classes = build_pretrained(name)
         return torch_predictor(model, classes, score_threshold=args.score_threshold, name=name)
-    existing_path(args.weights, "--weights", kind="file")
     model, config = load_script(FOLDER, "train_detector").load_detector(args.weights)
     classes = ["__background__", *config["classes"]]
     if args.runtime == "torch":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,13 @@ def body_predictor(
 ) -> Predictor:
     """SSD body on ``runtime`` + the shared numpy decoding; ``classes`` by label (0 = background)."""
     run = body_runner(runtime, body, onnx_path)
+    # threshold before the top-k and the cap of detections_per_img, so that near-equal scores at
+    # the cap (which float differences between runtimes may order differently) do not decide
+    config = replace(config, score_thresh=max(config.score_thresh, score_threshold))
 
     def predict(image: np.ndarray) -> Detections:
         regressions, logits = run(to_body_input(image, config.size))
-        detections = postprocess(regressions, logits, config, image.shape[:2])
-        return keep_scores(detections, score_threshold)
+        return postprocess(regressions, logits, config, image.shape[:2])
 
     return Predictor(f"ssd body, {runtime}", predict, classes)
 
