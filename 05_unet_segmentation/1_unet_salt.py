@@ -25,15 +25,18 @@
 #   [TGS Salt Identification](https://www.kaggle.com/competitions/tgs-salt-identification-challenge)
 #   Kaggle data (101 x 101 grey PNGs, masks, `depths.csv`, `train.csv`); the real download is read
 #   by the same reader (see the folder README).
-# - **Run time** (measured with `python -m detseg.notebooks build --execute`): RUNTIME_PLACEHOLDER
+# - **Run time**: about 2.5 minutes on an idle 2-core CPU, most of it the 4 training epochs (the
+#   last cell prints the time of the run shown, on a machine shared with other work); no GPU
+#   needed.
+#
+# Read first: [`notebooks/00_boxes_and_map`](../notebooks/00_boxes_and_map.ipynb) (IoU). Next:
+# [lesson 2, FCN-8s on road scenes](2_fcn8s_road.ipynb).
 
 # %% [markdown]
 # ## Setup
 #
 # Training settings are the ones measured in the folder README: U-Net at width 8, the first 2000
-# labelled images (1600 to train, 400 to validate), 4 epochs. In smoke mode (`DETSEG_SMOKE=1`, used by
-# the tests) the dataset has 16 images and training runs one epoch, so that the notebook runs in
-# seconds; the numbers printed are then meaningless.
+# labelled images (1600 to train, 400 to validate), 4 epochs.
 
 # %%
 import time
@@ -50,11 +53,12 @@ from detseg.data import recipes
 from detseg.devices import seed_everything, select_device
 from detseg.engine import make_loader
 from detseg.metrics.segmentation import binary_dice, confusion_matrix, iou_per_class
-from detseg.viz import draw_segmentation, image_grid
+from detseg.viz import diagrams, draw_segmentation, image_grid
 
 NOTEBOOK_START = time.perf_counter()
+# smoke mode (DETSEG_SMOKE=1, the tests): 16 images, one epoch, one thread; numbers meaningless
 SMOKE = settings.smoke_mode()
-if SMOKE:  # the tests run several notebooks side by side; extra threads would only wait
+if SMOKE:
     torch.set_num_threads(1)
 NUM_IMAGES = None if SMOKE else 2000  # None: every image of the (16-image) smoke dataset
 EPOCHS = 1 if SMOKE else 4
@@ -62,7 +66,7 @@ DEVICE = select_device("auto")
 OUT = settings.runs_root() / "05_unet_segmentation" / "lesson1"
 SALT = [(0, 0, 0), (255, 40, 40)]  # colours: sediment (not painted), salt
 seed_everything(0)
-print(f"device: {DEVICE} | torch threads: {torch.get_num_threads()} | smoke mode: {SMOKE}")
+print(f"device: {DEVICE} | torch threads: {torch.get_num_threads()}")
 
 # %% [markdown]
 # ## 1. The data, in the TGS layout
@@ -114,7 +118,11 @@ plt.show()
 # the bottleneck lost) and applies two convolutions again. First, the paper's configuration
 # (width 64, depth 4, unpadded "valid" convolutions, no batch norm): it must have the paper's
 # 31,030,658 weights and turn a 572 x 572 tile into a 388 x 388 map. The `meta` device checks
-# shapes and counts without allocating or computing anything.
+# shapes and counts without allocating or computing anything. The picture (drawn by
+# `detseg.viz.diagrams`, as every architecture figure of the lessons) is that configuration.
+
+# %%
+diagrams.show(diagrams.unet_figure(depth=4, base_width=64))
 
 # %%
 with torch.device("meta"):
@@ -153,11 +161,10 @@ print("logits", tuple(logits.shape))
 # %% [markdown]
 # ## 3. The loss: BCE + Dice
 #
-# Binary cross-entropy scores every pixel on its own; the soft Dice loss,
-# `1 - (2 sum(p t) + 1) / (sum p + sum t + 1)`, scores the overlap of the whole predicted region with
-# the true one, so a small salt body counts as much as a large one. Here the sums run over the whole
-# batch: per image, an empty mask would give a loss near 1 whatever the model does. With hard 0 / 1
-# predictions soft Dice is the Dice metric, which the next cell checks against `detseg.metrics`.
+# Binary cross-entropy scores every pixel on its own, so the many easy sediment pixels dominate it.
+# The soft Dice loss, `1 - (2 sum(p t) + eps) / (sum p + sum t + eps)` with `eps = 1`, scores the
+# overlap of the predicted salt region with the true one as a whole. With hard 0 / 1 predictions
+# soft Dice is the Dice metric, which the next cell checks against `detseg.metrics`.
 
 # %%
 rng = np.random.default_rng(0)
@@ -167,6 +174,44 @@ hard_logits = torch.from_numpy(np.where(guess, 30.0, -30.0)).float()[:, None]  #
 loss = soft_dice_loss(hard_logits, torch.from_numpy(truth).long(), eps=0.0)
 print(f"soft Dice loss {loss.item():.6f} | 1 - Dice metric {1 - binary_dice(guess, truth):.6f}")
 np.testing.assert_allclose(loss.item(), 1 - binary_dice(guess, truth), atol=1e-6)
+
+# %% [markdown]
+# Where the sums run matters. `soft_dice_loss` sums over the whole batch ("batch Dice"): every salt
+# pixel of the batch weighs the same, so a large body counts for more than a small one, and an image
+# without salt only adds its false alarms to `sum p`. Summed per image instead, an image without
+# salt has `sum t = 0`, and its loss is `sum p / (sum p + 1)`: near 0 only while the model predicts
+# (almost) nothing there, and already 0.5 for a single pixel's worth of probability, 0.98 for 50;
+# so per-image Dice punishes a few false pixels on an empty image as hard as missing a whole body.
+# The numbers, on a batch of two 101 x 101 masks:
+
+
+# %%
+def dice_loss(probs: np.ndarray, target: np.ndarray, axes, eps: float = 1.0) -> np.ndarray:
+    """1 - soft Dice of probabilities and {0, 1} targets [N, H, W], summed over ``axes``."""
+    intersection = (probs * target).sum(axes)
+    return 1 - (2 * intersection + eps) / (probs.sum(axes) + target.sum(axes) + eps)
+
+
+large, small = np.zeros((101, 101)), np.zeros((101, 101))
+large[20:80, 20:80], small[45:50, 45:50] = 1, 1  # 3600 and 25 salt pixels
+truth_pair = np.stack([large, small])
+missed_small = np.stack([large, np.zeros_like(small)])  # perfect on the large body, small missed
+print(f"small body missed: batch loss {dice_loss(missed_small, truth_pair, None):.4f}")
+print(f"                   per-image losses {dice_loss(missed_small, truth_pair, (1, 2)).round(4)}")
+empty = np.zeros((1, 101, 101))
+for false_pixels in (0, 1, 50):
+    alarm = np.zeros((1, 101, 101))
+    alarm[0, 0, :false_pixels] = 1
+    print(f"empty image, {false_pixels:>2} false pixels: loss {dice_loss(alarm, empty, None):.4f}")
+batch_torch = soft_dice_loss(torch.logit(torch.tensor(missed_small).clamp(1e-7, 1 - 1e-7))[:, None],
+                             torch.from_numpy(truth_pair))  # fmt: skip
+np.testing.assert_allclose(batch_torch.item(), dice_loss(missed_small, truth_pair, None), atol=1e-4)
+assert (
+    dice_loss(missed_small, truth_pair, None)
+    < 0.01
+    < 0.9
+    < dice_loss(missed_small, truth_pair, (1, 2))[1]
+)
 
 # %% [markdown]
 # ## 4. Training
@@ -209,6 +254,8 @@ for entry in result["history"]:
         f"{entry['epoch']:>5} {entry['train']['loss']:>7.4f} {metrics['iou_salt']:>9.4f} "
         f"{metrics['mean_dice']:>10.4f} {metrics['pixel_accuracy']:>10.4f} {metrics['minutes']:>8.2f}"
     )
+if not SMOKE:  # the folder's quality bar (README: 0.949 with these settings)
+    assert result["history"][-1]["eval"]["iou_salt"] >= 0.85
 plt.figure(figsize=(10, 4))
 plt.imshow(plt.imread(OUT / "run" / "training_curves.png"))
 plt.axis("off")
@@ -264,7 +311,7 @@ plt.show()
 # and the two best images with salt.
 
 # %%
-union = (predicted | actual).sum((1, 2))
+union = (predicted | actual).sum((1, 2))  # [N] pixels per validation image
 per_image = np.where(union > 0, (predicted & actual).sum((1, 2)) / np.maximum(union, 1), 1.0)
 has_salt = actual.any((1, 2))
 order = np.argsort(per_image, kind="stable")
@@ -298,8 +345,8 @@ print(
 # - U-Net = an encoder that halves resolution and doubles width, a decoder that comes back up, and
 #   skip connections that carry the fine detail across; the paper's version has 31 M weights, ours
 #   0.5 M and still separates salt from sediment well on this data.
-# - BCE handles pixels one by one, Dice handles the region as a whole; batch Dice keeps empty
-#   masks from dominating.
+# - BCE handles pixels one by one, Dice handles the region as a whole; summed over the batch, Dice
+#   weighs large bodies more and keeps a few false pixels on an empty image from costing a full 1.
 # - IoU is counted over all validation pixels; the threshold is a free parameter worth choosing.
 # - The same code trains on the real TGS data: `python 05_unet_segmentation/train.py --data-path
 #   PATH/TO/tgs` (see the README for the download).
@@ -308,10 +355,15 @@ print(
 #
 # 1. Train with BCE only (drop the `dice` term in `seg_training.segmentation_loss`). Which metric
 #    suffers, and on which images?
-# 2. Set `depth=2` in `build_unet`. How do the receptive field and the IoU change?
+# 2. Build a shallower U-Net, `model = UNet(in_channels=3, num_classes=1, base_width=8, depth=2)`
+#    (from `unet.py`), in place of `build_model("unet", ...)` in section 2 and train it the same
+#    way. How do the receptive field and the IoU change?
 # 3. Kaggle scored this competition with a mean precision over IoU thresholds 0.5 to 0.95 *per
 #    image*, where an empty mask predicted empty scores 1. Implement it and compare with the pixel IoU.
-# 4. Replace the transposed convolutions with `bilinear=True` upsampling. Parameters, speed, IoU?
+# 4. Replace the transposed convolutions with bilinear upsampling:
+#    `UNet(in_channels=3, num_classes=1, base_width=8, bilinear=True)`. Parameters, speed, IoU?
+#
+# Next: [lesson 2, FCN-8s on road scenes](2_fcn8s_road.ipynb).
 
 # %%
 print(f"run time of this notebook: {time.perf_counter() - NOTEBOOK_START:.1f} s")
