@@ -119,6 +119,11 @@ CASES: dict[str, Case] = {
         "02_yolo_v3_darknet",
         "YOLOv3-tiny 416 inference: ONNX Runtime and OpenCV DNN (darknet files) vs eager",
     ),
+    "03-yolov7-tiny-onnx": Case(
+        "03_yolo_v7_tutorial/bench_cases.py:case_ort_vs_eager",
+        "03_yolo_v7_tutorial",
+        "YOLOv7-tiny 320 px (fused, before NMS): ONNX Runtime vs eager, FPS",
+    ),
     "04-realtime-fps": Case(
         "04_basic_object_detection/bench_cases.py:case_realtime_fps",
         "04_basic_object_detection",

@@ -30,6 +30,7 @@ TOUR: dict[str, str] = {
     "core-export": "detseg.tour_core:run_export",
     "01_mask_r_cnn": "01_mask_r_cnn_fine_tuning/tour.py:run",
     "02_yolo_v3_darknet": "02_yolo_v3_darknet/tour.py:run",
+    "03_yolo_v7_tutorial": "03_yolo_v7_tutorial/tour.py:run",
     "04_basic_object_detection": "04_basic_object_detection/tour.py:run",
     "05_unet_segmentation": "05_unet_segmentation/tour.py:run",
 }
