@@ -40,6 +40,7 @@
 import time
 
 import bbox_data
+import bbox_fit
 import bbox_models
 import bbox_training
 import matplotlib.pyplot as plt
@@ -56,8 +57,8 @@ from detseg.viz import image_grid
 
 NOTEBOOK_START = time.perf_counter()
 SMOKE = settings.smoke_mode()
-EPOCHS = 1 if SMOKE else 30
-PRETRAIN_EPOCHS = 1 if SMOKE else 8
+EPOCHS = 1 if SMOKE else 40
+PRETRAIN_EPOCHS = 1 if SMOKE else 3
 OUT = settings.runs_root() / "07_bbox_regression_tensorflow" / "lesson1"
 print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, smoke mode: {SMOKE}")
 
@@ -178,14 +179,14 @@ model.summary(line_length=90)
 # %% [markdown]
 # ## 5. Training with Keras callbacks
 #
-# ``bbox_training.fit_regressor`` compiles (Adam, MSE) and calls ``model.fit`` with the callbacks the
+# ``bbox_fit.fit_regressor`` compiles (Adam, MSE) and calls ``model.fit`` with the callbacks the
 # PyTorch examples get from the repository's engine: a progress bar, ``last.keras`` / ``best.keras``
 # written atomically each epoch (best = highest validation IoU), ``history.csv`` (``CSVLogger``), early
 # stopping, and, with ``tracker="wandb"``, Weights & Biases offline. ``--resume`` on the script
 # continues from ``last.keras`` with the same batches an uninterrupted run would see.
 
 # %%
-result = bbox_training.fit_regressor(
+result = bbox_fit.fit_regressor(
     splits=splits, backbone_name="small", with_class=False, epochs=EPOCHS, batch_size=32, lr=1e-3,
     seed=0, output_dir=OUT, config={"lesson": 1, "val_fraction": 0.1, "test_fraction": 0.2,
                                     "seed": 0, "data_path": None, "num_images": None},
@@ -194,7 +195,7 @@ result = bbox_training.fit_regressor(
               "train_splits": splits_all},
     verbose=0 if SMOKE else 2,
 )  # fmt: skip
-print(bbox_training.describe(result))
+print(bbox_fit.describe(result))
 print(f"{result['seconds_per_epoch']:.1f} s per epoch, {result['train_seconds']:.0f} s in all")
 
 # %%

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import bbox_data
+import bbox_fit
 import bbox_models
 import bbox_training
 import matplotlib.pyplot as plt
@@ -50,8 +51,8 @@ from detseg.viz import image_grid
 
 NOTEBOOK_START = time.perf_counter()
 SMOKE = settings.smoke_mode()
-EPOCHS = 1 if SMOKE else 30
-PRETRAIN_EPOCHS = 1 if SMOKE else 8
+EPOCHS = 1 if SMOKE else 40
+PRETRAIN_EPOCHS = 1 if SMOKE else 3
 RUNS = settings.runs_root() / "07_bbox_regression_tensorflow"
 OUT = RUNS / "lesson2"
 print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, smoke mode: {SMOKE}")
@@ -107,14 +108,14 @@ print(
 # stopping on the validation IoU) and evaluates ``best.keras`` on the test split.
 
 # %%
-result = bbox_training.fit_regressor(
+result = bbox_fit.fit_regressor(
     splits=splits, backbone_name="small", with_class=True, epochs=EPOCHS, batch_size=32, lr=1e-3,
     seed=0, output_dir=OUT, config={"lesson": 2, "val_fraction": 0.1, "test_fraction": 0.2,
                                     "seed": 0, "data_path": None, "num_images": None},
     pretrain={"epochs": PRETRAIN_EPOCHS, "batch_size": 32, "lr": 3e-3, "cache_dir": RUNS / "pretrained"},
     verbose=0 if SMOKE else 2,
 )  # fmt: skip
-print(bbox_training.describe(result))
+print(bbox_fit.describe(result))
 test = result["test"]
 confusion = np.array(test["confusion"])
 assert confusion.sum() == test["num_images"]

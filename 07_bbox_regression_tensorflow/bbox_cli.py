@@ -1,7 +1,7 @@
 """The command line shared by ``train_bbox.py`` (07a, one class) and ``train_multiclass.py`` (07b).
 
 Both scripts are this module with other defaults (:data:`DEFAULTS`): the flags, the checks that turn
-bad values into one-line errors, and the run itself (:func:`bbox_training.fit_regressor`).
+bad values into one-line errors, and the run itself (:func:`bbox_fit.fit_regressor`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import bbox_data
+import bbox_fit
 import bbox_models
 import bbox_training
 
@@ -29,10 +30,10 @@ from detseg.errors import UserError
 EXAMPLE = bbox_training.EXAMPLE
 # the measured configurations of the README (small backbone, 2 CPU cores)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "single": {"classes": ["airplane"], "epochs": 30, "batch_size": 32, "lr": 1e-3, "run": "bbox"},
-    "multi": {"classes": None, "epochs": 30, "batch_size": 32, "lr": 1e-3, "run": "multiclass"},
+    "single": {"classes": ["airplane"], "epochs": 40, "batch_size": 32, "lr": 1e-3, "run": "bbox"},
+    "multi": {"classes": None, "epochs": 40, "batch_size": 32, "lr": 1e-3, "run": "multiclass"},
 }  # fmt: skip
-PRETRAIN = {"epochs": 8, "batch_size": 32, "lr": 3e-3}
+PRETRAIN = {"epochs": 3, "batch_size": 32, "lr": 3e-3}
 
 
 def get_args_parser(task: str) -> argparse.ArgumentParser:
@@ -70,12 +71,19 @@ def get_args_parser(task: str) -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=0.1, help="per class, for early stopping"
     )
     parser.add_argument("--test-fraction", type=float, default=0.2, help="per class, held out")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    parser.add_argument("--patience", type=int, default=8, help="early-stopping patience (epochs)")
     if not single:
         parser.add_argument("--bbox-weight", type=float, default=1.0, help="weight of the box loss")
         parser.add_argument(
             "--class-weight", type=float, default=1.0, help="weight of the class loss"
         )
+    parser.add_argument(
+        "--cached-features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the frozen backbone once and train the heads on its cached features; "
+        "--no-cached-features runs it on every image in every epoch (the seed's loop)",
+    )
     parser.add_argument(
         "--pretrain-epochs", type=int, default=PRETRAIN["epochs"], help="small backbone only"
     )
@@ -153,7 +161,11 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
         args.resume = existing_path(args.resume, "--resume", kind="file")
     if args.resume:
         bbox_training.check_keras_file(args.resume, "--resume")
-        bbox_training.read_state(args.resume)
+        state = bbox_training.read_state(args.resume)
+        args.cached_features = bool(state["config"].get("cached_features", args.cached_features))
+        if args.cached_features:
+            heads = Path(args.resume).with_name("last-heads.keras")
+            bbox_training.check_keras_file(heads, "--resume (the heads with their optimizer)")
     return args
 
 
@@ -171,7 +183,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     splits = {name: bbox_data.select_classes(part, classes) for name, part in splits_all.items()}
     output_dir = Path(args.output_dir) / "dry-run" if args.dry_run else Path(args.output_dir)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    result = bbox_training.fit_regressor(
+    result = bbox_fit.fit_regressor(
         splits=splits,
         backbone_name=args.backbone,
         with_class=with_class,
@@ -192,6 +204,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
         bbox_weight=getattr(args, "bbox_weight", 1.0),
         class_weight=getattr(args, "class_weight", 1.0),
         patience=args.patience,
+        cached_features=args.cached_features,
         resume=args.resume or None,
         init_weights=args.weights,
         max_steps=1 if args.dry_run else None,
@@ -200,7 +213,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
         verbose=1,
     )
     print(f"trainable parameters: {result['trainable_parameters']}")
-    print(bbox_training.describe(result))
+    print(bbox_fit.describe(result))
     print(f"run folder: {result['output_dir']}")
     result["mean_iou"] = result["test"]["mean_iou"]
     result["class_accuracy"] = result["test"].get("class_accuracy")

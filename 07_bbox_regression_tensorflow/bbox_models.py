@@ -12,7 +12,8 @@ Backbones (a visible dict, :data:`BACKBONES`):
   three classes is in the image: the training images only, never their boxes), then frozen, the
   offline stand-in for "pretrained on ImageNet" (:func:`pretrain_small_backbone`).
 
-Heads (the seed's, on the flattened features)::
+Heads (the seed's, on the flattened features; their own sub-model ``heads``, so that they can
+also train on cached features)::
 
     bbox:  Dense 128 ReLU - Dense 64 ReLU - Dense 32 ReLU - Dense 4 sigmoid  (xyxy / image size)
     class: Dense 512 ReLU - Dropout 0.5 - Dense 512 ReLU - Dropout 0.5 - Dense C softmax  (07b only)
@@ -66,7 +67,7 @@ def build_small_backbone(image_size: int = 128, widths: Sequence[int] = SMALL_WI
     x = inputs
     for index, width in enumerate(widths):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{index}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{index}")(x)  # as PyTorch
         x = keras.layers.ReLU(name=f"relu{index}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
     return keras.Model(inputs, x, name="small_backbone")
@@ -135,13 +136,38 @@ def classifier_on(backbone: Any, num_classes: int) -> Any:
     return keras.Model(backbone.input, outputs, name="backbone_classifier")
 
 
-def build_regressor(backbone: Any, *, num_classes: int | None = None, dropout: float = 0.5) -> Any:
-    """The frozen ``backbone`` with the seed's heads (module docstring).
+def build_heads(num_features: int, *, num_classes: int | None = None, dropout: float = 0.5) -> Any:
+    """The seed's heads on flattened features (module docstring), as their own model ``heads``.
+
+    Returns:
+        ``keras.Model`` features [B, F] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
+    """
+    features = keras.Input((num_features,), name="features")
+    x = features
+    for index, units in enumerate(BBOX_UNITS):
+        x = keras.layers.Dense(units, activation="relu", name=f"bbox_dense{index}")(x)
+    outputs = {"bbox": keras.layers.Dense(4, activation="sigmoid", name="bbox_out")(x)}
+    if num_classes is not None:
+        y = features
+        for index, units in enumerate(CLASS_UNITS):
+            y = keras.layers.Dense(units, activation="relu", name=f"class_dense{index}")(y)
+            y = keras.layers.Dropout(dropout, name=f"class_dropout{index}")(y)
+        outputs["class"] = keras.layers.Dense(num_classes, activation="softmax", name="class_out")(
+            y
+        )
+    return keras.Model(features, outputs, name="heads")
+
+
+def build_regressor(
+    backbone: Any, *, num_classes: int | None = None, heads: Any = None, dropout: float = 0.5
+) -> Any:
+    """The frozen ``backbone``, flattened, into ``heads`` (default: new :func:`build_heads`).
 
     Args:
         backbone: a Keras model, images -> feature map; frozen here (``trainable = False``: its
             weights and BatchNorm statistics stay as they are).
         num_classes: None for the box head only (07a), else C for the class head too (07b).
+        heads: existing heads to reuse (trained on cached features, or resumed).
     Returns:
         ``keras.Model`` images [B, S, S, 3] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
     """
@@ -149,17 +175,20 @@ def build_regressor(backbone: Any, *, num_classes: int | None = None, dropout: f
     size = backbone.input.shape[1]
     inputs = keras.Input((size, size, 3), name="images")
     features = keras.layers.Flatten(name="flatten")(backbone(inputs, training=False))
-    x = features
-    for index, units in enumerate(BBOX_UNITS):
-        x = keras.layers.Dense(units, activation="relu", name=f"bbox_dense{index}")(x)
-    outputs = {"bbox": keras.layers.Dense(4, activation="sigmoid", name="bbox")(x)}
-    if num_classes is not None:
-        y = features
-        for index, units in enumerate(CLASS_UNITS):
-            y = keras.layers.Dense(units, activation="relu", name=f"class_dense{index}")(y)
-            y = keras.layers.Dropout(dropout, name=f"class_dropout{index}")(y)
-        outputs["class"] = keras.layers.Dense(num_classes, activation="softmax", name="class")(y)
+    if heads is None:
+        heads = build_heads(int(features.shape[-1]), num_classes=num_classes, dropout=dropout)
+    predicted = heads(features)
+    # named outputs, so that every export (SavedModel, ONNX) calls them "bbox" and "class"
+    outputs = {name: keras.layers.Identity(name=name)(value) for name, value in predicted.items()}
     return keras.Model(inputs, outputs, name=f"{backbone.name}_regressor")
+
+
+def split_regressor(model: Any) -> tuple[Any, Any]:
+    """``(backbone, heads)`` of a model built by :func:`build_regressor`."""
+    backbone = next(
+        layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "heads"
+    )
+    return backbone, model.get_layer("heads")
 
 
 def trainable_parameters(model: Any) -> int:

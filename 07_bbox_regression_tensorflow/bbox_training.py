@@ -37,10 +37,8 @@ from bbox_models import keras, tf
 
 from detseg.boxes import box_iou
 from detseg.engine.checkpoint import atomic_write_text, copy_atomic
-from detseg.engine.trackers import make_tracker
 from detseg.errors import UserError
 from detseg.metrics.segmentation import confusion_matrix
-from detseg.viz import plot_confusion_matrix, plot_history
 
 EXAMPLE = "07_bbox_regression_tensorflow"
 MONITOR = "val_bbox_iou"  # Keras names it <output>_<metric name>
@@ -184,8 +182,40 @@ def load_trained(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     return model, state
 
 
+def seed_states(model: Any) -> list[list[int]]:
+    """The state of every random-seed generator of ``model`` (its Dropout layers), in layer order.
+
+    Keras does not save these in ``.keras`` files: a resumed run restores them from the ``.json``
+    (:func:`restore_seed_states`) so that it draws the dropout masks an uninterrupted run draws.
+    """
+    return [v.numpy().tolist() for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def restore_seed_states(model: Any, states: Sequence[Sequence[int]]) -> None:
+    """Set the seed generators of ``model`` to ``states`` (from :func:`seed_states`)."""
+    variables = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    if len(variables) != len(states):
+        raise UserError(
+            f"the checkpoint holds {len(states)} random-generator states, the model "
+            f"{len(variables)}",
+            fix="resume with the script and flags that wrote it",
+        )
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
+def normalized_logs(logs: Mapping[str, Any] | None) -> dict[str, float]:
+    """Keras' epoch logs with the IoU always named ``bbox_iou`` / ``val_bbox_iou`` (Keras drops the
+    output-name prefix when a model has one output, as 07a's)."""
+    renamed = {"iou": "bbox_iou", "val_iou": "val_bbox_iou"}
+    return {renamed.get(key, key): float(value) for key, value in (logs or {}).items()}
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' early stopping whose counters (``wait``, ``best``) survive a resume."""
+
+    def get_monitor_value(self, logs: Mapping[str, Any] | None) -> Any:
+        return super().get_monitor_value(normalized_logs(logs))
 
     def __init__(self, *args: Any, restored: Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -204,7 +234,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 class AtomicCheckpoint(keras.callbacks.Callback):
     """``last.keras`` every epoch, ``best.keras`` when ``monitor`` improves (higher is better);
-    each with a ``.json`` (epoch, history, best, early-stopping counters, config) beside it."""
+    each with a ``.json`` (epoch, history, best, early-stopping counters, config) beside it.
+
+    When the model being fitted is the ``heads`` alone (cached features), ``full_model`` (backbone +
+    those heads) is what ``last.keras`` / ``best.keras`` hold, and the heads with their optimizer
+    state go to ``last-heads.keras`` for ``--resume``.
+    """
 
     def __init__(
         self,
@@ -215,8 +250,10 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         best: float | None,
         early_stopping: ResumableEarlyStopping | None,
         monitor: str = MONITOR,
+        full_model: Any = None,
     ) -> None:
         super().__init__()
+        self.full_model = full_model
         self.output_dir = Path(output_dir)
         self.config = dict(config)
         self.history = history
@@ -229,8 +266,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        logs = dict(logs or {})
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        logs = normalized_logs(logs)
+        row = {"epoch": epoch + 1, **logs}
         row["epoch_time_s"] = time.perf_counter() - self._start
         self.history.append(row)
         value = logs.get(self.monitor)
@@ -243,9 +280,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             "best": self.best,
             "monitor": self.monitor,
             "early_stopping": self.early_stopping.counters() if self.early_stopping else None,
+            "seed_generators": seed_states(self.model),
             "config": self.config,
         }
-        save_keras_atomic(self.model, self.output_dir / "last.keras")
+        if self.full_model is not None:
+            save_keras_atomic(self.model, self.output_dir / "last-heads.keras")
+        save_keras_atomic(self.full_model or self.model, self.output_dir / "last.keras")
         atomic_write_text(self.output_dir / "last.json", json.dumps(state, indent=1) + "\n")
         if improved:
             copy_atomic(self.output_dir / "last.keras", self.output_dir / "best.keras")
@@ -270,7 +310,7 @@ class TrackerCallback(keras.callbacks.Callback):
         return {"epoch": row["epoch"], "lr": row.get("lr", 0.0), "train": train, "eval": evals}
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        row = {"epoch": epoch + 1, **normalized_logs(logs)}
         row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.entries.append(self._entry(row))
         self.tracker.log_epoch(self.entries)
@@ -432,181 +472,6 @@ def box_metrics(
             predicted_labels, labels, num_classes or scores.shape[1], ignore_index=None
         ).tolist()
     return result
-
-
-# ------------------------------------------------------------------------------- the run
-
-
-def fit_regressor(
-    *,
-    splits: Mapping[str, Any],
-    backbone_name: str,
-    with_class: bool,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    output_dir: Path,
-    config: Mapping[str, Any],
-    pretrain: Mapping[str, Any],
-    bbox_weight: float = 1.0,
-    class_weight: float = 1.0,
-    patience: int = 5,
-    resume: Path | None = None,
-    init_weights: Path | None = None,
-    max_steps: int | None = None,
-    tracker: str = "none",
-    device: str = "auto",
-    verbose: int = 1,
-) -> dict[str, Any]:
-    """Train (or resume) a box regressor; evaluate ``best.keras`` on the test split; write plots.
-
-    Args:
-        splits: ``{"train", "val", "test"}`` datasets (:func:`bbox_data.split_dataset`).
-        backbone_name: ``"small"`` (pretrained here, see :func:`pretrain_small_backbone`, with
-            the keywords in ``pretrain``) or ``"vgg16"`` (ImageNet).
-        with_class: add the class head (07b).
-        resume: a ``last.keras`` to continue from (its ``.json`` gives the epoch and counters).
-        init_weights: a ``.keras`` whose weights start the run (``--weights``).
-        max_steps: batches per epoch cap (``--dry-run``: 1).
-    Returns:
-        ``{"test": box_metrics, "history", "epochs_run", "trainable_parameters", "parameters",
-        "seconds_per_epoch", "train_seconds", "pretrain", "output_dir", "pictures"}``.
-    """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    image_size = bbox_models.IMAGE_SIZE[backbone_name]
-    train, val, test = splits["train"], splits["val"], splits["test"]
-    num_classes = len(train.classes)
-    strategy = select_strategy(device)
-    history: list[dict[str, Any]] = []
-    start_epoch, best, counters = 0, None, None
-    pretrain_info: dict[str, Any] = {}
-    keras.utils.set_random_seed(seed)
-    with strategy.scope():
-        if resume is not None:
-            model, state = load_trained(resume)
-            start_epoch, history = int(state["epoch"]), list(state["history"])
-            best, counters = state["best"], state["early_stopping"]
-            pretrain_info = dict(state["config"].get("pretrain_info", {}))
-        else:
-            if backbone_name == "small":
-                options = dict(pretrain)
-                source = options.pop("train_splits", splits)  # default: the classes trained here
-                backbone, pretrain_info = pretrain_small_backbone(
-                    source, image_size=image_size, seed=seed, max_steps=max_steps,
-                    verbose=verbose, **options,
-                )  # fmt: skip
-            else:
-                backbone = bbox_models.vgg16_backbone(image_size)
-            model = bbox_models.build_regressor(
-                backbone, num_classes=num_classes if with_class else None
-            )
-            if init_weights is not None:
-                try:
-                    model.load_weights(init_weights)
-                except ValueError as err:  # another architecture (07a weights into 07b ...)
-                    raise UserError(
-                        f"--weights do not fit this model ({str(err).splitlines()[0][:150]})",
-                        path=init_weights,
-                        fix="pass a checkpoint of the same script and --backbone",
-                    ) from err
-            bbox_models.compile_regressor(
-                model, lr=lr, with_class=with_class, bbox_weight=bbox_weight,
-                class_weight=class_weight,
-            )  # fmt: skip
-    config = {**config, "image_size": image_size, "classes": train.classes,
-              "with_class": with_class, "pretrain_info": pretrain_info}  # fmt: skip
-    early_stopping = ResumableEarlyStopping(
-        monitor=MONITOR, mode="max", patience=patience, restored=counters
-    )
-    callbacks = [
-        early_stopping,
-        AtomicCheckpoint(
-            output_dir, config=config, history=history, best=best, early_stopping=early_stopping
-        ),
-        keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=resume is not None),
-    ]
-    if tracker != "none":
-        tracked = make_tracker(tracker, output_dir, config=config)
-        callbacks.append(TrackerCallback(tracked, history))
-    steps = bbox_data.steps_per_epoch(len(train), batch_size)
-    if max_steps is not None:
-        steps = min(steps, max_steps)
-    trained_now = 0
-    train_start = time.perf_counter()
-    if start_epoch < epochs:
-        data = bbox_data.training_dataset(
-            train, image_size=image_size, batch_size=batch_size, with_class=with_class,
-            seed=seed, first_epoch=start_epoch, last_epoch=epochs,
-        )  # fmt: skip
-        val_data = bbox_data.box_dataset(
-            val, image_size=image_size, batch_size=64, with_class=with_class
-        )
-        fit = model.fit(
-            data,
-            epochs=epochs,
-            initial_epoch=start_epoch,
-            steps_per_epoch=steps,
-            validation_data=val_data,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the order is bbox_data.epoch_order's, so that resume is exact
-        )
-        trained_now = len(fit.epoch)
-    train_seconds = time.perf_counter() - train_start
-    best_model, best_state = load_trained(output_dir / "best.keras")
-    predictions = predict_split(best_model, test, image_size=image_size)
-    test_metrics = box_metrics(
-        predictions["boxes"],
-        bbox_data.true_boxes(test),
-        scores=predictions.get("scores"),
-        labels=bbox_data.true_labels(test),
-        num_classes=num_classes,
-    )
-    pictures = [plot_history(
-        [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history],
-        output_dir / "training_curves.png", title=f"{backbone_name} backbone",
-    )]  # fmt: skip
-    if with_class:
-        pictures.append(
-            plot_confusion_matrix(
-                np.array(test_metrics["confusion"]),
-                train.classes,
-                output_dir / "confusion_matrix.png",
-                normalize=False,
-                title=f"test split, accuracy {test_metrics['class_accuracy']:.3f}",
-            )
-        )
-    times = [row["epoch_time_s"] for row in history]
-    result = {
-        "test": test_metrics,
-        "best_epoch": int(best_state["epoch"]),
-        "epochs_run": len(history),
-        "epochs_trained_now": trained_now,
-        "history": history,
-        "trainable_parameters": bbox_models.trainable_parameters(model),
-        "parameters": bbox_models.all_parameters(model),
-        "seconds_per_epoch": float(np.median(times)) if times else 0.0,
-        "train_seconds": train_seconds,
-        "pretrain": pretrain_info,
-        "output_dir": str(output_dir),
-        "pictures": [str(p) for p in pictures],
-    }
-    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
-    return result
-
-
-def describe(result: Mapping[str, Any]) -> str:
-    """One summary line of a run."""
-    test = result["test"]
-    text = (
-        f"test mean IoU {test['mean_iou']:.3f} | IoU>=0.5 {test['iou_above_0.5']:.3f} | "
-        f"IoU>=0.75 {test['iou_above_0.75']:.3f}"
-    )
-    if "class_accuracy" in test:
-        text += f" | class accuracy {test['class_accuracy']:.3f}"
-    return text + f" | best epoch {result['best_epoch']} of {result['epochs_run']}"
 
 
 def environment_threads() -> int | None:

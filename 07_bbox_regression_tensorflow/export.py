@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     saved_path = out / "saved_model"
     shutil.rmtree(saved_path, ignore_errors=True)
     model.export(str(saved_path), format="tf_saved_model", verbose=False)
-    served = tf.saved_model.load(str(saved_path)).serve
+    loaded = tf.saved_model.load(str(saved_path))  # keep it: .serve alone loses its variables
+    served = loaded.serve
     result["saved_model"] = {"path": str(saved_path), **worst(
         [compare(ref, as_dict(served(tf.constant(b)), names)) for ref, b in zip(reference, batches)]
     )}  # fmt: skip
