@@ -170,3 +170,12 @@ def test_record_images_every_n_and_numbering(script, tmp_path):
     assert names == [f"frame_{i:04d}.jpg" for i in range(1, 6)] and again["saved"] == 2
     with pytest.raises(UserError, match="--no-show needs --every"):
         record.main(["--source", "synthetic", "--no-show", "--out", str(tmp_path / "x")])
+
+
+def test_tour_and_bench_case_in_smoke_mode(script, tmp_path):
+    result = script("tour").run(tmp_path)
+    assert result["parameters"] == 6_228_762 and result["parameters_fused"] == 6_219_709
+    assert result["onnx_max_abs_diff"] <= 1e-4 and 0.0 <= result["map50"] <= 1.0
+    assert all(Path(p).is_file() for p in result["pictures"])
+    bench = script("bench_cases").case_ort_vs_eager()
+    assert bench["max_abs_diff"] <= 1e-4 and bench["onnxruntime_fps"] > 0
