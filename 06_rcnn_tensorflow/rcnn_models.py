@@ -18,6 +18,7 @@ class-specific: ``Dense(4 * num_classes)`` on the features, the class's 4 values
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def keras_module() -> Any:
     import_tensorflow()
     import keras
 
+    # a loaded model names its input "crops" and warns when called on a bare tensor: harmless
+    warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
     return keras
 
 

@@ -66,7 +66,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    resume, args.resume = args.resume, False  # checked below: the checkpoint is last.keras here
     validate_standard_args(check_args(args))
+    args.resume = resume
     for flag in ("score_threshold", "nms_iou"):
         value = getattr(args, flag)
         if not 0 <= value <= 1:
@@ -81,6 +83,14 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.dataset_dir = args.dataset_dir or args.output_dir / "rcnn_dataset"
         args.head_epochs = min(args.head_epochs, 2)
         args.max_proposals = min(args.max_proposals, 200)
+    if args.resume:
+        last = Path(args.output_dir) / "last.keras" if args.resume is True else Path(args.resume)
+        if not last.is_file():
+            raise UserError(
+                "--resume: no such checkpoint",
+                path=last,
+                fix="pass --resume CHECKPOINT, the --output-dir of the run to continue, or drop --resume",
+            )
     return args
 
 
@@ -195,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         classifier, val, proposals, args, head=head, stats=target_stats, name="detections_bbox"
     )
     shown = []
-    for i in range(min(4, len(val))):
+    for i in range(min(4, len(plain))):
         image, gt = load_image(val, i)
         shown += [
             draw_detections(image, plain[i]["boxes"], plain[i]["labels"], plain[i]["scores"], class_names=["raccoon"]),

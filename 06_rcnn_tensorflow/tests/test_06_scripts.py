@@ -1,0 +1,101 @@
+"""Every script's main() on tiny built-in data (smoke mode), the tour step and the bench case."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detseg.boxes import box_iou
+from detseg.data import recipes
+from detseg.errors import run_cli
+
+FOLDER = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dry_run(shared_data, tmp_path_factory):
+    """build_dataset.py + train_rcnn.py --dry-run (4 train, 2 val images; one step), once."""
+    from detseg.scripts import load_script
+
+    out = tmp_path_factory.mktemp("ex06-dry-run")
+    argv = ["--dry-run", "--mode", "single", "--workers", "0", "--head-epochs", "2"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETSEG_SMOKE", "1")
+        patch.setenv("DETSEG_DATA", str(shared_data))
+        patch.setenv("DETSEG_RUNS", str(out / "runs"))
+        metrics = load_script(FOLDER, "train_rcnn").main([*argv, "--output-dir", str(out / "run")])
+    return out / "run" / "dry-run", metrics
+
+
+def test_build_and_train_dry_run(dry_run):
+    folder, metrics = dry_run
+    data = np.load(folder / "rcnn_dataset" / "samples.npz")
+    labels, ious = data["labels"], data["ious"]
+    assert (ious[labels == 1] >= 0.7).all() and (ious[labels == 0] < 0.05).all()
+    assert ((ious[labels == -1] >= 0.6) & (ious[labels == -1] < 0.7)).all()
+    np.testing.assert_allclose(
+        ious, np.diag(box_iou(data["boxes"], data["gt_boxes"])), atol=1e-5
+    )  # each sample keeps the ground-truth box it was labelled by
+    assert metrics["dataset"]["images"] == {"train": 4, "val": 2}
+    assert metrics["steps_trained"] == 1 and metrics["epochs_trained"] == 1
+    for key in ("map50_before", "map50_after"):
+        assert 0.0 <= metrics[key] <= 1.0
+    for name in ("last.keras", "best.keras", "bbox_head.keras", "head.json", "detections.png"):
+        assert (folder / name).is_file()
+    assert json.loads((folder / "gt.json").read_text())["categories"][0]["name"] == "raccoon"
+
+
+def test_resume_after_the_last_epoch_trains_nothing(script, dry_run):
+    folder, _ = dry_run
+    argv = ["--dry-run", "--mode", "single", "--workers", "0", "--head-epochs", "1", "--resume"]
+    again = script("train_rcnn").main([*argv, "--output-dir", str(folder.parent)])
+    assert again["steps_trained"] == 0 and again["epochs_trained"] == 0
+    assert len(again["history"]) == 1  # the first run's epoch, carried over
+
+
+def test_detect_on_an_image_and_a_folder(script, dry_run, tmp_path):
+    folder, _ = dry_run
+    images = recipes.ensure("racoon") / "JPEGImages"
+    first = sorted(images.iterdir())[0]
+    detect = script("detect")
+    argv = ["--weights", str(folder / "best.keras"), "--mode", "single", "--max-proposals", "50"]
+    one = detect.main([*argv, "--source", str(first), "--output-dir", str(tmp_path / "d")])
+    assert one["images"] == 1 and one["bbox_regression"] is True
+    assert (tmp_path / "d" / f"{first.stem}_detections.png").is_file()
+    written = json.loads((tmp_path / "d" / "detections.json").read_text())
+    assert list(written) == [first.name]
+
+
+def test_scripts_bad_input_is_one_line_exit_2(script, tmp_path, capsys):
+    detect = script("detect")
+    assert run_cli(detect.main, ["--source", str(tmp_path / "none.jpg")]) == 2
+    (tmp_path / "w.keras").write_text("text")
+    image = sorted((recipes.ensure("racoon") / "JPEGImages").iterdir())[0]
+    assert (
+        run_cli(detect.main, ["--source", str(image), "--weights", str(tmp_path / "w.keras")]) == 2
+    )
+    assert run_cli(script("build_dataset").main, ["--crop-size", "0"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+    assert "none.jpg" in errors[0] and "w.keras" in errors[1] and "--crop-size" in errors[2]
+
+
+def test_selective_search_script_on_a_photo(script, tmp_path):
+    result = script("selective_search").main(
+        ["--images", "photos", "--num-images", "1", "--mode", "single",
+         "--output-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert result["images"] == 1
+    for method in ("ours", "opencv"):
+        assert result[method]["proposals"] > 10 and 0 <= result[method]["recall@0.7"] <= 1
+        curve = result["curves"][method][0.5]
+        assert (np.diff(curve) >= 0).all()  # recall never falls with more proposals
+    assert result["time_ratio"] > 0 and (tmp_path / "recall_photos_single.png").is_file()
+
+
+def test_bench_case_runs_in_smoke_mode(script):
+    result = script("bench_cases").case_selective_search()
+    assert result["main"] == "ratio" and result["ratio"] > 0 and result["ours_proposals"] > 0
