@@ -318,9 +318,7 @@ torch.testing.assert_close(
     coder.decode_single(targets_by_hand, proposals),
 )
 torch.testing.assert_close(decode_boxes(targets_by_hand, proposals, weights), gt_boxes)
-print(
-    "targets (tx, ty, tw, th) of the first person:", targets_by_hand[0].round(decimals=3).tolist()
-)
+print("targets (tx, ty, tw, th) of the first person:", *[f"{v:.3f}" for v in targets_by_hand[0]])
 print("encode and decode == torchvision's BoxCoder; decode(encode(gt)) == gt")
 
 # %% [markdown]
@@ -517,8 +515,9 @@ assert all(torch.isfinite(value) for value in loss_dict.values())
 # From here on the folder's script takes over: the same step inside the repository's engine, with a
 # linear warm-up, step decay of the learning rate, gradient clipping, copy-paste augmentation,
 # checkpoints and the COCO evaluation after every epoch. The run below is the lesson's quick path
-# (`tour.py`): four epochs at 192 px, about a minute and a half on two cores, enough for a bbox AP50
-# above 0.5; the README gives the default run (`python train.py`: 16 epochs at 256 px, bbox AP50
+# (`tour.py`): four epochs at 192 px, about a minute and a half on two idle cores (longer here: the
+# machine that ran this page was shared), enough for a bbox AP50 above 0.5; the README gives the
+# default run (`python train.py`: 16 epochs at 256 px, bbox AP50
 # 0.97, segm AP50 0.86). The script's progress bar is captured to keep this page short and only the
 # line it prints after each epoch is shown; `python train.py` in a terminal shows it live.
 
