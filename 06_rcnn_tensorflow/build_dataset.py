@@ -76,6 +76,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         "--max-negative", type=int, default=10, help="negatives (IoU < 0.05) per image"
     )
     group.add_argument(
+        "--max-part-negative",
+        type=int,
+        default=0,
+        help="R-CNN's extra negatives with 0.05 <= IoU < 0.3 per image (0: the seed's rules)",
+    )
+    group.add_argument(
         "--workers", type=int, default=2, help="processes running the search (0: in this one)"
     )
 
@@ -126,6 +132,7 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     for flag in ("crop_size", "max_positive"):
         positive_int(getattr(args, flag), f"--{flag.replace('_', '-')}")
     non_negative_int(args.max_negative, "--max-negative")
+    non_negative_int(args.max_part_negative, "--max-part-negative")
     non_negative_int(args.workers, "--workers")
     if args.num_images is not None:
         positive_int(args.num_images, "--num-images")
@@ -146,8 +153,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         train.records, val.records = train.records[:4], val.records[:2]
     records = [(0, train, i) for i in range(len(train))] + [(1, val, i) for i in range(len(val))]
     paths = [ds.image_path(ds.records[i]) for _, ds, i in records]
-    proposals, cpu_seconds = search_all(paths, args.proposals, args.mode, args.workers)
-    rules = LabelRules(max_positive=args.max_positive, max_negative=args.max_negative)
+    cached = cached_proposals(out, args, paths)
+    if cached is None:
+        proposals, cpu_seconds = search_all(paths, args.proposals, args.mode, args.workers)
+    else:  # same images, same search: relabel without searching again
+        proposals, cpu_seconds = cached
+    rules = LabelRules(
+        max_positive=args.max_positive,
+        max_negative=args.max_negative,
+        max_part_negative=args.max_part_negative,
+    )
     parts: list[dict[str, np.ndarray]] = []
     for n, ((split, dataset, i), boxes) in enumerate(zip(records, proposals)):
         record = dataset.records[i]
@@ -169,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "counts": np.array([len(b) for b in proposals], np.int64),
             "split": np.array([s for s, _, _ in records], np.int64),
             "image_index": np.array([i for _, _, i in records], np.int64),
+            "key": np.array(json.dumps(search_key(args, paths))),
+            "search_cpu_s": np.array(cpu_seconds),
         },
     )
     summary: dict[str, Any] = {
@@ -193,6 +210,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (out / "dataset.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
+
+
+def search_key(args: argparse.Namespace, paths: Sequence[Path]) -> list[Any]:
+    """What the proposals depend on: the search, its mode and the image files."""
+    return [args.proposals, args.mode, [str(p) for p in paths]]
+
+
+def cached_proposals(
+    out: Path, args: argparse.Namespace, paths: Sequence[Path]
+) -> tuple[list[np.ndarray], float] | None:
+    """The proposals of an earlier run into ``out`` with the same :func:`search_key`, else None."""
+    path = out / "proposals.npz"
+    if not path.is_file():
+        return None
+    data = np.load(path)
+    if "key" not in data or json.loads(str(data["key"])) != search_key(args, paths):
+        return None
+    return np.split(data["boxes"], np.cumsum(data["counts"])[:-1]), float(data["search_cpu_s"])
 
 
 def load_proposals(dataset_dir: str | Path, split: int) -> list[np.ndarray]:

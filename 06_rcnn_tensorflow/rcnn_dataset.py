@@ -6,6 +6,10 @@ For every training image (seed notebook's rules, R-CNN paper's regression set):
   ``max_positive`` per image; the ground-truth boxes themselves are added as positives;
 - **negative** (label 0): a proposal whose IoU with every raccoon is < ``negative_iou`` (0.05), at
   most ``max_negative`` per image;
+- **part negative** (label 0, R-CNN's rule, not the seed's): ``negative_iou`` <= IoU <
+  ``part_negative_iou`` (0.3), at most ``max_part_negative`` per image (default 0 = the seed): parts
+  of a raccoon and boxes much larger than it, which a classifier trained only on IoU < 0.05
+  negatives scores as raccoons;
 - **regression only** (label -1): ``regression_iou`` (0.6) <= IoU < ``positive_iou``, at most
   ``max_regression``; the classifier never sees them, the box-regression head trains on them
   together with the positives (R-CNN trains its regressor on proposals with IoU >= 0.6).
@@ -41,6 +45,8 @@ class LabelRules:
     max_positive: int = 30
     max_negative: int = 10
     max_regression: int = 10
+    part_negative_iou: float = 0.3
+    max_part_negative: int = 0
     include_gt: bool = True
 
 
@@ -95,6 +101,13 @@ def label_proposals(
     groups = [
         (pick(best >= rules.positive_iou, rules.max_positive), 1),
         (pick(best < rules.negative_iou, rules.max_negative), 0),
+        (
+            pick(
+                (best >= rules.negative_iou) & (best < rules.part_negative_iou),
+                rules.max_part_negative,
+            ),
+            0,
+        ),
         (
             pick(
                 (best >= rules.regression_iou) & (best < rules.positive_iou), rules.max_regression

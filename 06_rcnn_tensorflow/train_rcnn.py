@@ -104,6 +104,7 @@ def ensure_dataset(args: argparse.Namespace) -> dict[str, Any]:
     argv = ["--output-dir", str(args.dataset_dir), "--proposals", args.proposals, "--mode", args.mode,
             "--crop-size", str(args.crop_size), "--max-positive", str(args.max_positive),
             "--max-negative", str(args.max_negative), "--workers", str(args.workers),
+            "--max-part-negative", str(args.max_part_negative),
             "--seed", str(args.seed)]  # fmt: skip
     if args.data_path is not None:
         argv += ["--data-path", str(args.data_path)]
