@@ -15,6 +15,7 @@ import torch
 from maskrcnn_data import DataSplits, load_splits, torch_datasets
 from maskrcnn_eval import evaluate_outputs, label_to_category, predict_batches, predictions_to_coco
 from models_maskrcnn import build_model, load_trained
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from slim_maskrcnn import SlimConfig, slim_config_dict
@@ -29,6 +30,7 @@ train, predict, export, evaluate = (
 
 from detseg.cli import tour_cmd
 from detseg.data.formats import coco
+from detseg.data.imageio import read_image, write_image
 from detseg.data.torch_datasets import detection_collate
 from detseg.engine import load_checkpoint
 from detseg.errors import run_cli
@@ -228,10 +230,16 @@ def test_export_onnx_matches_eager(trained, workdir, monkeypatch):
         return model, config
 
     monkeypatch.setattr(export, "load_trained", keep_all_candidates)
-    result = export.main(
-        ["--weights", str(out / "last.pt"), "--output-dir", str(workdir / "onnx"), "--dry-run"]
-    )
-    assert result["images"] == 1 and result["detections_eager"] > 0
+    # traced on the first image; then compared on two others, one of them of another size
+    val = load_splits("pedestrians").val
+    source = workdir / "onnx-images"
+    source.mkdir()
+    for index, record in enumerate(val.records[:3]):
+        image = read_image(val.image_path(record))
+        write_image(source / f"{index}.png", image[:200] if index == 2 else image)
+    argv = ["--weights", str(out / "last.pt"), "--output-dir", str(workdir / "onnx")]
+    result = export.main([*argv, "--source", str(source), "--num-images", "3", "--repeats", "1"])
+    assert result["images"] == 3 and result["detections_eager"] > 3
     assert result["matched"] == result["detections_eager"] == result["detections_onnx"]
     assert result["max_box_err"] < 1e-2  # pixels
     assert result["max_score_err"] < 1e-4
@@ -317,7 +325,9 @@ def perturbed_outputs(items, *, seed=0, keep=0.8, jitter=4, false_positives=2):
                 continue
             shift = rng.integers(-jitter, jitter + 1, 4)
             boxes.append(box.numpy() + shift)
-            masks.append(np.roll(mask.numpy(), tuple(shift[:2]), axis=(1, 0)))
+            rolled = np.roll(mask.numpy(), tuple(shift[:2]), axis=(1, 0)).astype(np.float32)
+            # soft, as a model's: 0.7 on the object, + 0.3 on a copy 3 px lower (dropped at 0.5)
+            masks.append(0.7 * rolled + 0.3 * np.roll(rolled, 3, axis=0))
             labels.append(int(label))
             scores.append(rng.uniform(0.3, 1.0))
         for _ in range(false_positives):
@@ -351,6 +361,15 @@ def test_evaluator_equals_pycocotools_on_saved_fixed_predictions(workdir, tmp_pa
     results = predictions_to_coco(outputs, image_ids, label_to_category(dataset))
     saved = tmp_path / "predictions.json"
     saved.write_text(json.dumps(results))
+    # each result: its detection's box as [x, y, w, h], its mask thresholded at 0.5
+    first = outputs[0]
+    for index, result in enumerate(results[: len(first["boxes"])]):
+        x1, y1, x2, y2 = first["boxes"][index].tolist()
+        np.testing.assert_allclose(result["bbox"], [x1, y1, x2 - x1, y2 - y1], rtol=1e-6)
+        decoded = mask_utils.decode(
+            {**result["segmentation"], "counts": result["segmentation"]["counts"].encode()}
+        )
+        np.testing.assert_array_equal(decoded, first["masks"][index, 0].numpy() > 0.5)
     gt = coco.to_dict(dataset)
     ours = evaluate_outputs(outputs, image_ids, dataset, stat_names=STAT_NAMES)
     for iou_type in ("bbox", "segm"):
