@@ -20,6 +20,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 from detseg.viz.diagrams import DIAGRAMS, save_figure  # noqa: E402
+from detseg.viz.diagrams_detection import DETECTION_DIAGRAMS  # noqa: E402
+
+DIAGRAMS = {
+    **DIAGRAMS,
+    **DETECTION_DIAGRAMS,
+}  # the detection figures: detseg.viz.diagrams_detection
 
 ASSETS = Path(__file__).resolve().parent
 
