@@ -22,10 +22,8 @@ matplotlib.use("Agg")
 from detseg.viz.diagrams import DIAGRAMS, save_figure  # noqa: E402
 from detseg.viz.diagrams_detection import DETECTION_DIAGRAMS  # noqa: E402
 
-DIAGRAMS = {
-    **DIAGRAMS,
-    **DETECTION_DIAGRAMS,
-}  # the detection figures: detseg.viz.diagrams_detection
+# the detection figures (methods, sliding windows, R-CNN family, anchors, YOLO, AP) live there
+DIAGRAMS = {**DIAGRAMS, **DETECTION_DIAGRAMS}
 
 ASSETS = Path(__file__).resolve().parent
 
