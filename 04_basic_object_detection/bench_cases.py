@@ -19,7 +19,7 @@ def case_realtime_fps() -> dict[str, Any]:
     """Frames per second on 320 x 320 built-in scenes: SSDlite320 (width 0.5; random weights, speed
     does not depend on them) as a whole torchvision model in eager PyTorch, and its exported body on
     ONNX Runtime and OpenCV DNN (each + the shared numpy decoding), then OpenCV's HOG people
-    detector and Haar face cascade.
+    detector and Haar face cascade; every runtime on ``torch.get_num_threads()`` threads.
 
     Returns:
         ``{"eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "hog_fps", "haar_fps", "main"}``.
@@ -39,6 +39,7 @@ def case_realtime_fps() -> dict[str, Any]:
     from detseg.export import export_onnx
 
     torch.manual_seed(0)
+    cv2.setNumThreads(torch.get_num_threads())  # the same threads for every runtime
     model = build_ssdlite320(6, width_mult=0.5).eval()
     scenes = recipes.load("shapes", split="val", num_images=16 if settings.smoke_mode() else 100)
     count = 3 if settings.smoke_mode() else 20

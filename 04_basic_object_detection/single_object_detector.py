@@ -72,15 +72,22 @@ def class_head(in_features: int, num_classes: int, dropout: float = 0.5) -> nn.S
 class SmallBackbone(nn.Module):
     """Five conv stages (conv-BN-ReLU, max-pool), stride 32: ``[B, 3, S, S] -> [B, 128, S/32, S/32]``.
 
-    ``features`` pools the map to 4 x 4 and flattens it to ``[B, 2048]``: unlike a global average it
-    keeps *where* things are, which the box head needs. ``classify`` (global average + linear) is the
-    head of the pretraining task only.
+    ``forward`` flattens the map of the last stage, ``grid`` x ``grid`` cells: 4 (the map after the
+    last max-pool, ``[B, 2048]``) or 8 (the map before it, stride 16, ``[B, 8192]``). Unlike a global
+    average it keeps *where* things are, which the box head needs. ``classify`` (global average +
+    linear) is the head of the pretraining task only.
     """
 
     def __init__(
-        self, num_pretrain_classes: int = 5, widths: tuple[int, ...] = (16, 32, 64, 128, 128)
+        self,
+        num_pretrain_classes: int = 5,
+        widths: tuple[int, ...] = (16, 32, 64, 128, 128),
+        *,
+        grid: int = 4,
     ):
         super().__init__()
+        if grid not in (4, 8):
+            raise ValueError(f"grid must be 4 or 8, got {grid}")
         layers: list[nn.Module] = []
         channels = 3
         for width in widths:
@@ -92,13 +99,15 @@ class SmallBackbone(nn.Module):
             ]
             channels = width
         self.body = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.grid = grid
+        self.pool = nn.AdaptiveAvgPool2d(grid)
         self.classifier = nn.Linear(channels, num_pretrain_classes)
-        self.out_features = channels * 16
+        self.out_features = channels * grid * grid
 
     def forward(self, images: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` -> ``[B, out_features]`` (the 4 x 4 map, flattened)."""
-        return self.pool(self.body(images)).flatten(1)
+        """``[B, 3, H, W]`` -> ``[B, out_features]`` (the grid x grid map, flattened)."""
+        body = self.body if self.grid == 4 else self.body[:-1]  # grid 8: before the last max-pool
+        return self.pool(body(images)).flatten(1)
 
     def classify(self, images: Tensor) -> Tensor:
         """Pretraining head: ``[B, 3, H, W]`` -> ``[B, num_pretrain_classes]`` logits."""

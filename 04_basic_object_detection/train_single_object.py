@@ -91,6 +91,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="small backbone: the built-in classification task it is pretrained on: "
         + "; ".join(f"{k}: {v}" for k, v in PRETRAIN_TASKS.items()),
     )
+    parser.add_argument(
+        "--feature-grid",
+        type=int,
+        choices=(4, 8),
+        default=4,
+        help="small backbone: cells of the flattened feature map (4: 4 x 4 x 128 = 2048 features "
+        "after the last pooling; 8: 8 x 8 x 128 = 8192, stride 16)",
+    )
     parser.add_argument("--dropout", type=float, default=0.5, help="class head dropout")
     add_standard_args(
         parser,
@@ -152,7 +160,8 @@ def small_backbone(args: argparse.Namespace, log: Any) -> tuple[SmallBackbone, d
     path = small_backbone_path(
         settings.runs_root(), args.pretrain_task, args.seed, args.pretrain_epochs, quick
     )
-    backbone = SmallBackbone(num_pretrain_classes=5 if args.pretrain_task == "shape_crops" else 3)
+    classes = 5 if args.pretrain_task == "shape_crops" else 3
+    backbone = SmallBackbone(num_pretrain_classes=classes, grid=args.feature_grid)
     if path.is_file():
         checkpoint = load_checkpoint(path)
         backbone.load_state_dict(checkpoint["model"])
@@ -167,6 +176,8 @@ def small_backbone(args: argparse.Namespace, log: Any) -> tuple[SmallBackbone, d
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"model": backbone.state_dict(), "pretrain": stats}, path)
+    backbone.grid, backbone.pool = args.feature_grid, torch.nn.AdaptiveAvgPool2d(args.feature_grid)
+    backbone.out_features = 128 * args.feature_grid**2
     log(
         f"small backbone: held-out accuracy {stats['crop_accuracy']:.3f} on {args.pretrain_task} after "
         f"{stats['seconds']:.0f} s; saved to {path}"
@@ -270,7 +281,9 @@ def load_model(path: str | Path) -> tuple[TwoHeadDetector, dict[str, Any]]:
         )
     if config["backbone"] == "small":
         pretrain_classes = 5 if config.get("pretrain_task", "shape_crops") == "shape_crops" else 3
-        backbone = SmallBackbone(num_pretrain_classes=pretrain_classes)
+        backbone = SmallBackbone(
+            num_pretrain_classes=pretrain_classes, grid=int(config.get("feature_grid", 4))
+        )
     else:
         backbone = build_resnet50("none")
     model = TwoHeadDetector(

@@ -120,3 +120,14 @@ def test_predict_reads_the_checkpoint(script, tmp_path: Path) -> None:
     first = predictions[0]
     assert first["class"] in ("airplane", "face", "motorcycle") and 0 < first["score"] <= 1
     assert Path(first["output"]).is_file()
+
+
+def test_small_backbone_feature_grids() -> None:
+    images = torch.rand(2, 3, 128, 128)
+    four, eight = SmallBackbone(grid=4).eval(), SmallBackbone(grid=8).eval()
+    eight.load_state_dict(four.state_dict())  # same weights: the grid only picks the map
+    with torch.no_grad():
+        assert four(images).shape == (2, 2048) and eight(images).shape == (2, 8192)
+        by_hand = four.body[:-1](images)  # [2, 128, 8, 8] before the last max-pool
+        torch.testing.assert_close(eight(images), by_hand.flatten(1))
+        torch.testing.assert_close(four(images), nn.functional.max_pool2d(by_hand, 2).flatten(1))
