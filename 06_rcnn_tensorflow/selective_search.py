@@ -420,7 +420,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     "seconds_per_image", "curve_0.5", "curve_0.7"}, "time_ratio" (ours / OpenCV), "plot"}``."""
     from proposal_recall import compare_methods
 
+    from detseg.cli.common import positive_int
+
     args = get_args_parser().parse_args(argv)
+    if args.num_images is not None:
+        positive_int(args.num_images, "--num-images")
     methods = ["ours", "opencv"] if args.method == "both" else [args.method]
     return compare_methods(
         args.images,
