@@ -1,7 +1,7 @@
 """``detseg tour`` step of this folder: a single-object detector trained end to end, the classic
 OpenCV detectors on a real photograph, and an SSDlite body on three runtimes.
 
-1. pretrains the small backbone on shape crops of 300 built-in ``shapes`` scenes (2 epochs), freezes
+1. pretrains the small backbone on shape crops of the built-in ``shapes`` scenes (2 epochs), freezes
    it, caches its features of 300 ``single_object`` images and trains the seed's heads on them;
 2. runs the Haar face cascade on ``skimage.data.astronaut()`` and times it and HOG on 320 px frames;
 3. exports an SSDlite320 body (random weights: speed does not depend on them) to ONNX, checks
@@ -51,7 +51,8 @@ def run(out_dir: Path) -> dict[str, Any]:
     smoke = settings.smoke_mode()
     single = load_script(FOLDER, "train_single_object").main(
         ["--num-images", "12" if smoke else "300", "--epochs", "2" if smoke else "40",
-         "--pretrain-epochs", "2", "--output-dir", str(out_dir / "single-object")]
+         "--pretrain-task", "shape_crops", "--pretrain-epochs", "2",
+         "--output-dir", str(out_dir / "single-object")]
     )  # fmt: skip
 
     astronaut = skimage.data.astronaut()

@@ -15,8 +15,9 @@ cache (``--cached-features``); ``--no-cached-features`` runs the backbone on eve
 as the seed did. Both give the same numbers (same seed, same batches, same dropout draws);
 ``seconds_per_epoch`` says what the cache saves. Every run prints ``trainable parameters: N``.
 
-``--backbone small`` is pretrained here on a built-in classification task (shape crops of the
-``shapes`` data; cached in ``<runs>/04_basic_object_detection/``); ``--backbone resnet50`` uses the
+``--backbone small`` is pretrained here on a built-in classification task (``--pretrain-task``:
+600 other built-in single-object images, or shape crops of the ``shapes`` data; cached in
+``<runs>/04_basic_object_detection/``); ``--backbone resnet50`` uses the
 ImageNet weights (downloaded once, hash-checked; offline, one line says where to put the file).
 """
 
@@ -82,12 +83,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held-out share")
     parser.add_argument(
-        "--pretrain-epochs", type=int, default=4, help="small backbone: epochs on shape crops"
+        "--pretrain-epochs", type=int, default=6, help="small backbone: epochs of pretraining"
     )
     parser.add_argument(
         "--pretrain-task",
         choices=list(PRETRAIN_TASKS),
-        default="shape_crops",
+        default="other_images",
         help="small backbone: the built-in classification task it is pretrained on: "
         + "; ".join(f"{k}: {v}" for k, v in PRETRAIN_TASKS.items()),
     )
@@ -103,7 +104,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_standard_args(
         parser,
         example=EXAMPLE,
-        epochs=20,
+        epochs=40,
         batch_size=32,
         lr=1e-3,
         workers=0,
