@@ -144,6 +144,16 @@ CASES: dict[str, Case] = {
         "05_unet_segmentation",
         "salt U-Net (train.py --dataset salt) to the IoU bar, then ONNX export and timing",
     ),
+    "07-keras-onnx": Case(
+        "07_bbox_regression_tensorflow/bench_cases.py:case_ort_vs_keras",
+        "07_bbox_regression_tensorflow",
+        "07b Keras regressor inference: ONNX Runtime (Keras' ONNX export) vs a Keras call",
+    ),
+    "07-summary": Case(
+        "07_bbox_regression_tensorflow/bench_cases.py:case_summary",
+        "07_bbox_regression_tensorflow",
+        "07b (train_multiclass.py --backbone small) to the IoU bar, then exports and timing",
+    ),
 }
 
 
