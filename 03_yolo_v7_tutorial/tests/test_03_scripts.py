@@ -139,9 +139,19 @@ def test_export_parity_without_and_with_nms(script, trained):
     assert plain["max_abs_diff"] <= 1e-4 and Path(plain["onnx"]).is_file()
     if plain["opencv_max_abs_diff"] is not None:
         assert plain["opencv_max_abs_diff"] <= 1e-3
+    # the 1-epoch model scores every box about 3e-4: near-ties that NMS may order either way. Spread
+    # the scores (head weights x 40, objectness and class biases + 6) so that the comparison is
+    # about the graph, not about ties (measured: 105 and 106 detections above 0.3).
+    checkpoint = load_checkpoint(trained / "best.pt")
+    for name, value in checkpoint["model"].items():
+        if name.startswith("ema.layers.77.m.") and name.endswith("weight"):
+            value.mul_(40.0)
+        if name.startswith("ema.layers.77.m.") and name.endswith("bias"):
+            value.view(3, -1)[:, 4:].add_(6.0)
+    torch.save(checkpoint, trained / "spread.pt")
     with_nms = export.main(
-        ["--weights", str(trained / "best.pt"), "--dry-run", "--nms", "--score-threshold", "0.0",
-         "--output", str(trained / "nms.onnx")]
+        ["--weights", str(trained / "spread.pt"), "--dry-run", "--nms", "--score-threshold", "0.3",
+         "--max-detections", "1000", "--output", str(trained / "nms.onnx")]
     )  # fmt: skip
     for match in with_nms["matches"]:  # two inputs besides the traced one; every detection matched
         assert match["count_a"] == match["count_b"] == match["matched"] > 0
