@@ -519,3 +519,93 @@ def test_reduce_lr_on_plateau_gets_the_metric(tmp_path):
         evaluate_fn=lambda model, epoch: {"score": 1.0},  # no improvement after epoch 1
     )
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_weights_overflow_stops_naming_the_epoch_still_saved(tmp_path):
+    """A finite loss whose step overflows the weights: stop after that epoch, last.pt untouched."""
+    model = nn.Linear(2, 1)
+    loader = engine.make_loader(linear_data(4), 4, shuffle=False, seed=0, workers=0)
+    calls = []
+
+    def step(model, batch, device):
+        calls.append(1)
+        total = model.weight.sum() + model.bias.sum()
+        # loss value 0 (finite); in epoch 2 a gradient of 1e38, a step of 1e39: inf in float32
+        return (total - total.detach()) * (1e38 if len(calls) == 2 else 0.0)
+
+    with pytest.raises(NonFiniteLossError) as caught:
+        quiet_train(
+            model,
+            loader,
+            optimizer=torch.optim.SGD(model.parameters(), lr=10.0),
+            epochs=3,
+            output_dir=tmp_path,
+            step_fn=step,
+        )
+    assert "weights became NaN / inf in epoch 2" in caught.value.what
+    assert caught.value.fix.endswith("last.pt still holds epoch 1")
+    assert engine.load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_an_empty_loader_is_one_clear_error(tmp_path):
+    model = nn.Linear(2, 1)
+    with pytest.raises(UserError) as caught:
+        quiet_train(
+            model,
+            [],
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            output_dir=tmp_path,
+            step_fn=supervised_step(nn.functional.mse_loss),
+        )
+    assert caught.value.what == "epoch 1 had no batches"
+    assert caught.value.fix == "check that the dataset is not empty"
+
+
+def test_steps_in_epoch_is_the_loader_length_capped():
+    from detseg.engine.loop import _steps_in_epoch
+
+    assert _steps_in_epoch([1, 2, 3], None) == 3
+    assert _steps_in_epoch([1, 2, 3], 2) == 2
+    assert _steps_in_epoch([1, 2], 5) == 2  # a cap above the length does not add steps
+    assert _steps_in_epoch(iter([1, 2]), 5) == 5 and _steps_in_epoch(iter([1]), None) is None
+
+
+def test_evaluate_gets_the_model_and_result_names_the_folder(tmp_path, capsys):
+    model = nn.Linear(2, 1)
+    loader = engine.make_loader(linear_data(4), 4, shuffle=False, seed=0, workers=0)
+    seen = []
+
+    def evaluate(model, epoch):
+        seen.append((epoch, model.training, torch.is_grad_enabled()))
+        return {"bias": float(model.bias)}
+
+    kwargs = {"step_fn": supervised_step(nn.functional.mse_loss), "evaluate_fn": evaluate}
+    result = quiet_train(
+        model,
+        loader,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=2,
+        output_dir=tmp_path,
+        config={"lr": 0.1},
+        **kwargs,
+    )
+    assert seen == [(1, False, False), (2, False, False)]  # eval mode, no gradients
+    assert result["history"][-1]["eval"]["bias"] == float(model.bias)
+    assert result["output_dir"] == str(tmp_path)
+    capsys.readouterr()
+    # resuming with the same settings says nothing; with another lr it names the setting
+    for lr, epochs, note in [(0.1, 3, None), (0.2, 4, "lr")]:
+        quiet_train(
+            model,
+            loader,
+            optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+            epochs=epochs,
+            output_dir=tmp_path,
+            config={"lr": lr},
+            resume=True,
+            **kwargs,
+        )
+        notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+        assert notes == ([] if note is None else [f"note: resuming {tmp_path / 'last.pt'} "
+                                                  f"with changed settings: {note}"])  # fmt: skip
