@@ -167,5 +167,27 @@ def build_trainable(name: str, num_classes: int, **options: Any) -> nn.Module:
     return TRAINABLE[name](num_classes, **options)
 
 
+def calibrate_batchnorm(model: nn.Module, images: Any) -> nn.Module:
+    """Set every BatchNorm's running statistics from ``images`` (a [B, 3, H, W] tensor in [0, 1]).
+
+    A freshly initialised SSDlite in eval mode has running statistics 0 / 1 that shrink its
+    activations layer after layer to ~1e-20 (denormal floats, slow and meaningless); timing or
+    parity checks of an untrained model use this first. Returns ``model`` in eval mode.
+    """
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the calls below
+    model.train()
+    with torch.no_grad():
+        model.backbone((images - 0.5) / 0.5)
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+    return model.eval()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -32,7 +32,7 @@ def run(out_dir: Path) -> dict[str, Any]:
     import numpy as np
     import skimage.data
     import torch
-    from detection_zoo import build_ssdlite320
+    from detection_zoo import build_ssdlite320, calibrate_batchnorm
     from detector_body import DecodeConfig, SSDBody, to_body_input
     from detector_runtime import (
         body_predictor,
@@ -62,13 +62,14 @@ def run(out_dir: Path) -> dict[str, Any]:
 
     torch.manual_seed(0)
     model = build_ssdlite320(6, width_mult=0.5).eval()
+    scenes = recipes.load("shapes", split="val", num_images=16 if smoke else 50)
+    frames = [read_image(scenes.image_path(r)) for r in scenes.records[: 3 if smoke else 10]]
+    batch = torch.stack([torch.from_numpy(to_body_input(f, 320)[0]) for f in frames])
+    calibrate_batchnorm(model, batch)  # realistic activations for the parity check and the timing
     body = SSDBody(model).eval()
     traced = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(0))
     onnx_path = export_onnx(body, traced, out_dir / "ssd_body.onnx", input_names=["images"],
                             output_names=["regressions", "logits"])  # fmt: skip
-    scenes = recipes.load("shapes", split="val", num_images=16 if smoke else 50)
-    frames = [read_image(scenes.image_path(r)) for r in scenes.records[: 3 if smoke else 10]]
-    frames = [np.ascontiguousarray(f[:, :, :]) for f in frames]
     blob = to_body_input(frames[0], 320)
     with torch.no_grad():
         eager = [t.numpy() for t in body(torch.from_numpy(blob))]
