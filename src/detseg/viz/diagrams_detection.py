@@ -86,7 +86,7 @@ def methods_comparison_figure() -> Figure:
         axis.set_title(title, fontsize=9)
         axis.imshow(image, cmap="gray", interpolation="nearest")
         if index == 0:
-            axis.text(8, 24, "coins: 0.98", color="white", fontsize=9,
+            axis.text(8, 24, "label: coins", color="white", fontsize=9,
                       bbox={"facecolor": "#3182bd", "edgecolor": "none"})  # fmt: skip
         elif index == 1:
             for x1, y1, x2, y2 in boxes:
