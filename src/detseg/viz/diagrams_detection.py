@@ -76,7 +76,7 @@ def methods_comparison_figure() -> Figure:
     )
     titles = (
         'classification:\n"coins" (one label per image)',
-        f"object detection:\n{count} boxes with class and score",
+        f"object detection:\n{count} boxes, one per object",
         "semantic segmentation:\nclass per pixel (coin / background)",
         f"instance segmentation:\n{count} masks, one per object",
     )
