@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = state["config"]
     classes = config["classes"]
     dataset = images_dataset(args.images) if args.images else test_split(state)
+    if args.images is None and len(dataset.records) > args.num_images:  # spread over the classes
+        picked = np.unique(np.linspace(0, len(dataset.records) - 1, args.num_images).astype(int))
+        dataset.records = [dataset.records[i] for i in picked]
     dataset.records = dataset.records[: args.num_images]
     predictions = bbox_training.predict_split(model, dataset, image_size=config["image_size"])
     truth = bbox_data.true_boxes(dataset) if args.images is None else None
