@@ -159,3 +159,17 @@ def test_haar_cascade_finds_the_astronauts_face() -> None:
     # her face spans about x 180-265, y 65-160 of the 512 x 512 photo
     assert 150 < x1 < 200 and 240 < x2 < 300 and 40 < y1 < 90 and 140 < y2 < 190
     assert len(haar_faces(np.full((200, 200, 3), 128, np.uint8))["boxes"]) == 0
+
+
+def test_calibrate_batchnorm_gives_activations_of_a_real_size() -> None:
+    from detection_zoo import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = build_ssdlite320(3, width_mult=0.5).eval()
+    images = torch.rand(2, 3, 320, 320)
+    with torch.no_grad():
+        before = SSDBody(model)(images)[0].abs().max()
+        calibrate_batchnorm(model, images)
+        after = SSDBody(model)(images)[0].abs().max()
+    assert before < 1e-8 < 1e-3 < after  # fresh running stats make activations vanish
+    assert not model.training
