@@ -144,6 +144,11 @@ CASES: dict[str, Case] = {
         "05_unet_segmentation",
         "salt U-Net (train.py --dataset salt) to the IoU bar, then ONNX export and timing",
     ),
+    "06-selective-search": Case(
+        "06_rcnn_tensorflow/bench_cases.py:case_selective_search",
+        "06_rcnn_tensorflow",
+        "selective search (fast): ours from scratch vs OpenCV contrib, CPU time per image",
+    ),
     "07-keras-onnx": Case(
         "07_bbox_regression_tensorflow/bench_cases.py:case_ort_vs_keras",
         "07_bbox_regression_tensorflow",

@@ -33,6 +33,7 @@ TOUR: dict[str, str] = {
     "03_yolo_v7_tutorial": "03_yolo_v7_tutorial/tour.py:run",
     "04_basic_object_detection": "04_basic_object_detection/tour.py:run",
     "05_unet_segmentation": "05_unet_segmentation/tour.py:run",
+    "06_rcnn_tensorflow": "06_rcnn_tensorflow/tour.py:run",
     "07_bbox_regression_tensorflow": "07_bbox_regression_tensorflow/tour.py:run",
 }
 
