@@ -257,6 +257,14 @@ class LossWeights:
 
     box: float = 1.0
     label: float = 1.0
+    giou: float = 0.0  # > 0 adds giou * (1 - GIoU) to the box loss (``--box-loss mse+giou``)
+
+
+def ordered(boxes: Tensor) -> Tensor:
+    """``[N, 4]`` with each pair of coordinates sorted, so that x1 <= x2 and y1 <= y2."""
+    x = torch.stack([boxes[:, 0], boxes[:, 2]], 1)
+    y = torch.stack([boxes[:, 1], boxes[:, 3]], 1)
+    return torch.stack([x.min(1).values, y.min(1).values, x.max(1).values, y.max(1).values], 1)
 
 
 def make_step(cached: bool, weights: LossWeights | None = None) -> Callable[..., dict[str, Tensor]]:
@@ -266,8 +274,14 @@ def make_step(cached: bool, weights: LossWeights | None = None) -> Callable[...,
     def step(model: TwoHeadDetector, batch: Any, device: torch.device) -> dict[str, Tensor]:
         inputs, boxes, labels = (item.to(device) for item in batch)
         predicted_boxes, logits = model.heads(inputs) if cached else model(inputs)
+        loss_box = nn.functional.mse_loss(predicted_boxes, boxes)
+        if weights.giou > 0:
+            from torchvision.ops import generalized_box_iou_loss
+
+            giou = generalized_box_iou_loss(ordered(predicted_boxes), boxes, reduction="mean")
+            loss_box = loss_box + weights.giou * giou
         return {
-            "loss_box": weights.box * nn.functional.mse_loss(predicted_boxes, boxes),
+            "loss_box": weights.box * loss_box,
             "loss_class": weights.label * nn.functional.cross_entropy(logits, labels),
         }
 

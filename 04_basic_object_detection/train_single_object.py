@@ -35,6 +35,7 @@ import torch
 from single_object_detector import (
     BACKBONES,
     PRETRAIN_TASKS,
+    LossWeights,
     SingleObjectImages,
     SmallBackbone,
     TwoHeadDetector,
@@ -99,6 +100,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=4,
         help="small backbone: cells of the flattened feature map (4: 4 x 4 x 128 = 2048 features "
         "after the last pooling; 8: 8 x 8 x 128 = 8192, stride 16)",
+    )
+    parser.add_argument(
+        "--box-loss",
+        choices=("mse", "mse+giou"),
+        default="mse",
+        help="the seed's MSE on the normalised corners, or MSE + (1 - GIoU)",
     )
     parser.add_argument("--dropout", type=float, default=0.5, help="class head dropout")
     add_standard_args(
@@ -241,7 +248,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         loader,
         optimizer=optimizer,
         device=device,
-        step_fn=make_step(args.cached_features),
+        step_fn=make_step(
+            args.cached_features, LossWeights(giou=1.0 if args.box_loss == "mse+giou" else 0.0)
+        ),
         evaluate_fn=evaluate,
         best_metric="mean_iou",
         **kwargs,

@@ -131,3 +131,24 @@ def test_small_backbone_feature_grids() -> None:
         by_hand = four.body[:-1](images)  # [2, 128, 8, 8] before the last max-pool
         torch.testing.assert_close(eight(images), by_hand.flatten(1))
         torch.testing.assert_close(four(images), nn.functional.max_pool2d(by_hand, 2).flatten(1))
+
+
+def test_giou_box_loss_adds_to_the_seeds_mse() -> None:
+    from single_object_detector import LossWeights, make_step, ordered
+    from torchvision.ops import generalized_box_iou_loss
+
+    swapped = torch.tensor([[0.6, 0.1, 0.2, 0.5]])
+    torch.testing.assert_close(ordered(swapped), torch.tensor([[0.2, 0.1, 0.6, 0.5]]))
+    torch.manual_seed(0)
+    model = TwoHeadDetector(SmallBackbone(), num_classes=3).eval()
+    batch = (
+        torch.rand(4, 2048),
+        torch.tensor([[0.1, 0.1, 0.5, 0.6]] * 4),
+        torch.tensor([0, 1, 2, 0]),
+    )
+    seed = make_step(True)(model, batch, torch.device("cpu"))
+    both = make_step(True, LossWeights(giou=1.0))(model, batch, torch.device("cpu"))
+    predicted, _ = model.heads(batch[0])
+    expected = generalized_box_iou_loss(ordered(predicted), batch[1], reduction="mean")
+    torch.testing.assert_close(both["loss_box"] - seed["loss_box"], expected)
+    torch.testing.assert_close(both["loss_class"], seed["loss_class"])
