@@ -224,6 +224,7 @@ def fit(
     else:
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     steps = (engine_kwargs.get("max_steps_per_epoch") or len(loader)) * epochs
+    warmup_iters = min(warmup_iters, max(1, steps // 5))  # short runs: at most a fifth warming up
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)),

@@ -167,3 +167,37 @@ def test_resume_continues_exactly(script, tmp_path: Path, monkeypatch: pytest.Mo
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert resumed["history"][1]["train"] == straight["history"][1]["train"]
+
+
+@pytest.mark.parametrize("box_loss", ["giou", "mse"])
+def test_box_loss_is_zero_where_the_decode_hits_the_box(box_loss: str):
+    """Raw outputs whose decode (detseg.yolo_decode) is exactly the ground-truth box at the assigned
+    cell and anchor give no box loss; moving them gives some: loss and decode agree."""
+    import math
+
+    from detseg.yolo_decode import decode_output
+
+    anchors = [[(40.0, 30.0), (80.0, 80.0)]]
+    box = torch.tensor([[20.0, 38.0, 70.0, 62.0]])  # centre (45, 50), 50 x 24 -> anchor 0
+    target = {"boxes": box, "labels": torch.tensor([1])}
+    (assigned,) = assign_targets([target], anchors, [16], [(4, 4)])
+    row, col, anchor = int(assigned["row"]), int(assigned["col"]), int(assigned["anchor"])
+    assert (row, col, anchor) == (3, 2, 0)
+    raw = torch.zeros(1, 2 * 7, 4, 4)  # 2 anchors x (5 + 2 classes)
+    channel = anchor * 7
+    fx, fy = 45 / 16 - col, 50 / 16 - row
+    raw[0, channel + 0, row, col] = math.log(fx / (1 - fx))
+    raw[0, channel + 1, row, col] = math.log(fy / (1 - fy))
+    raw[0, channel + 2, row, col] = math.log(50 / 40)
+    raw[0, channel + 3, row, col] = math.log(24 / 30)
+    decoded = decode_output(raw, anchors[0], 16)[0, (row * 4 + col) * 2 + anchor, :4]
+    torch.testing.assert_close(decoded, torch.tensor([45.0, 50.0, 50.0, 24.0]))
+    config = LossConfig(box_loss=box_loss)
+    exact = yolo_loss([raw], [target], anchors, [16], 64, config)["loss_box"]
+    moved = raw.clone()
+    moved[0, channel + 2, row, col] += 0.3
+    off = yolo_loss([moved], [target], anchors, [16], 64, config)["loss_box"]
+    if box_loss == "giou":
+        assert float(exact) < 1e-5 < float(off)
+    else:  # BCE on the offsets has its minimum (the entropy of the target) at the target itself
+        assert float(off) > float(exact) + 0.05
