@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+from pathlib import Path
 
 import bbox_models
 import h5py
@@ -116,3 +117,38 @@ def test_vgg16_uses_a_cached_weights_file_without_downloading(tmp_path, monkeypa
     for mine, theirs in zip(vgg.weights, donor.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     assert backbone(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 1, 1, 512)
+
+
+def test_save_keras_atomic_keeps_the_old_file_when_saving_fails(tmp_path):
+    import bbox_training
+
+    model = bbox_models.build_heads(8)
+    path = bbox_training.save_keras_atomic(model, tmp_path / "last.keras")
+    before = path.read_bytes()
+
+    class Broken:
+        def save(self, target):
+            Path(target).write_bytes(b"half a file")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        bbox_training.save_keras_atomic(Broken(), path)
+    assert path.read_bytes() == before  # the old checkpoint, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.keras"]  # no temporary left
+
+
+def test_tracker_callback_hands_epochs_to_the_core_csv_tracker(tmp_path):
+    import bbox_training
+
+    from detseg.engine.trackers import make_tracker
+
+    model = bbox_models.compile_regressor(bbox_models.build_heads(8), lr=0.01, with_class=False)
+    callback = bbox_training.TrackerCallback(make_tracker("csv", tmp_path, config={}), [])
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": 0.5, "iou": 0.25, "val_loss": 0.75, "val_iou": 0.125})
+    callback.on_epoch_end(1, {"loss": 0.25, "iou": 0.5, "val_loss": 0.5, "val_iou": 0.25})
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",") == [
+        "epoch", "lr", "train/loss", "train/bbox_iou", "eval/loss", "eval/bbox_iou"
+    ]  # fmt: skip
+    assert rows[2].split(",") == ["2", "0.009999999776482582", "0.25", "0.5", "0.5", "0.25"]
