@@ -55,3 +55,45 @@ def case_ort_vs_eager() -> dict[str, Any]:
         "max_abs_diff": max_abs_diff,
         "main": "onnxruntime_fps",
     }
+
+
+def case_summary() -> dict[str, Any]:
+    """The README's training bar end to end: ``train.py`` with its defaults (YOLOv7-tiny, 320 px,
+    built-in set; bar mAP@0.5 >= 0.80), then ``export.py`` on its best checkpoint (fused, no NMS:
+    ONNX parity, eager vs ONNX Runtime per image). Smoke mode runs ``train.py --dry-run`` at 64 px
+    on 8 images and ``export.py --dry-run``: the numbers then mean nothing.
+
+    Returns:
+        the :mod:`detseg.bench_summary` keys: ``parameters``, ``train_s`` (wall time of
+        ``train.main``, evaluation included), ``quality`` (mAP@0.5 of the best epoch),
+        ``quality_metric``, ``quality_bar``, ``eager_ms``, ``onnxruntime_ms``, ``max_abs_diff``.
+    """
+    import time
+
+    from detseg import settings
+    from detseg.scripts import load_script
+
+    smoke = settings.smoke_mode()
+    train, export = (load_script(FOLDER, name) for name in ("train", "export"))
+    with tempfile.TemporaryDirectory() as folder:
+        tiny = ["--dry-run", "--image-size", "64", "--num-images", "8"] if smoke else []
+        start = time.perf_counter()
+        result = train.main(["--output-dir", folder, *tiny])
+        train_s = time.perf_counter() - start
+        run = Path(result["output_dir"])
+        weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+        exported = export.main(
+            ["--weights", str(weights), "--output", str(Path(folder) / "yolov7.onnx")]
+            + (["--dry-run"] if smoke else [])
+        )
+    return {
+        "parameters": int(result["parameters"]),
+        "train_s": train_s,
+        "quality": max(entry["eval"]["map50"] for entry in result["history"]),
+        "quality_metric": "bbox mAP@0.5 (YOLOv7-tiny, 320 px)",
+        "quality_bar": 0.80,
+        "eager_ms": exported["eager_ms"],
+        "onnxruntime_ms": exported["onnxruntime_ms"],
+        "max_abs_diff": exported["max_abs_diff"],
+        "main": "quality",
+    }
