@@ -88,8 +88,9 @@ for frame in frames[:2]:
     for name, outputs in (("onnxruntime", session.run(None, {"images": blob})),
                           ("opencv", run_opencv_dnn(onnx_path, blob))):  # fmt: skip
         diff = max(float(np.abs(a - b).max()) for a, b in zip(eager, outputs))
-        print(f"{name:12s} max |diff| to PyTorch {diff:.2e}")
-        assert diff < 1e-3
+        scale = max(float(np.abs(a).max()) for a in eager)
+        print(f"{name:12s} max |diff| to PyTorch {diff:.2e} (largest output {scale:.1f})")
+        assert diff < 1e-4 * scale + 1e-4
 
 # %% [markdown]
 # ## Decoding once, for every runtime, equal to torchvision
