@@ -104,8 +104,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--box-loss",
         choices=("mse", "mse+giou"),
-        default="mse",
-        help="the seed's MSE on the normalised corners, or MSE + (1 - GIoU)",
+        default="mse+giou",
+        help="mse: the seed's MSE on the normalised corners; mse+giou adds 1 - GIoU (held-out IoU "
+        "0.718 vs 0.695, README)",
     )
     parser.add_argument("--dropout", type=float, default=0.5, help="class head dropout")
     add_standard_args(
