@@ -53,3 +53,56 @@ def case_ort_vs_eager() -> dict[str, Any]:
         "opencv_max_abs_diff": result["opencv_max_abs_diff"],
         "main": "speedup",
     }
+
+
+def case_summary() -> dict[str, Any]:
+    """The README's training bar end to end: ``train.py`` with its defaults (YOLOv3-tiny on built-in
+    ``shapes``, bar mAP@0.5 >= 0.80), then what ``export.py`` runs on its best checkpoint
+    (:func:`yolo_export.export_and_check`: ONNX parity and eager vs ONNX Runtime per image) on the
+    first 3 validation images of the same data. Smoke mode runs ``train.py --dry-run``: the numbers
+    then mean nothing, only the plumbing is exercised.
+
+    Returns:
+        the :mod:`detseg.bench_summary` keys: ``parameters``, ``train_s``, ``quality`` (mAP@0.5 of
+        the best epoch), ``quality_metric``, ``quality_bar``, ``eager_ms``, ``onnxruntime_ms``,
+        plus ``max_abs_diff`` and ``opencv_ms``.
+    """
+    if str(FOLDER) not in sys.path:
+        sys.path.insert(0, str(FOLDER))
+    import torch
+    from yolo_export import export_and_check
+    from yolo_inference import load_trained
+    from yolo_training import load_splits
+
+    from detseg import settings
+    from detseg.data.yolo_dataset import YoloDataset
+    from detseg.scripts import load_script
+
+    smoke = settings.smoke_mode()
+    train = load_script(FOLDER, "train")
+    with tempfile.TemporaryDirectory() as folder:
+        tiny = ["--dry-run", "--image-size", "64", "--num-images", "8"] if smoke else []
+        result = train.main(["--output-dir", folder, *tiny])
+        run = Path(result["output_dir"])
+        weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+        model, config = load_trained(weights, torch.device("cpu"))
+        size = model.spec.height
+        val = YoloDataset(load_splits(None, num_images=8 if smoke else None).val, size)
+        images = [val[i][0][None] for i in range(min(3, len(val)))]
+        exported = export_and_check(
+            model, Path(folder) / "model.onnx", images, cfg_text=config["cfg_text"],
+            repeats=3 if smoke else 20,
+        )  # fmt: skip
+    history = [entry["eval"] for entry in result["history"] if entry.get("eval")]
+    return {
+        "parameters": int(result["parameters"]),
+        "train_s": float(result["train_time_s"]),
+        "quality": max(entry["mAP50"] for entry in history),
+        "quality_metric": "shapes bbox mAP@0.5 (YOLOv3-tiny)",
+        "quality_bar": 0.80,
+        "eager_ms": exported["eager_ms"],
+        "onnxruntime_ms": exported["onnxruntime_ms"],
+        "opencv_ms": exported["opencv_ms"],
+        "max_abs_diff": exported["max_abs_diff"],
+        "main": "quality",
+    }
