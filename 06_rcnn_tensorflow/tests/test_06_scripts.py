@@ -99,3 +99,10 @@ def test_selective_search_script_on_a_photo(script, tmp_path):
 def test_bench_case_runs_in_smoke_mode(script):
     result = script("bench_cases").case_selective_search()
     assert result["main"] == "ratio" and result["ratio"] > 0 and result["ours_proposals"] > 0
+
+
+def test_tour_quick_path(script, tmp_path):
+    result = script("tour").run(tmp_path)
+    assert result["ours_recall@0.5"] > 0.5 and result["opencv_recall@0.5"] > 0.5
+    assert result["time_ratio_ours_vs_opencv"] > 0 and 0 <= result["map50_after"] <= 1
+    assert all(path.is_file() for path in result["pictures"])
