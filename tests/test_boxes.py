@@ -369,3 +369,20 @@ def test_tensorflow_rounds_the_threshold_to_float32(tf):
     np.testing.assert_array_equal(B.nms(boxes, scores, 0.3), [0])
     tv_keep = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.3)
     np.testing.assert_array_equal(tv_keep.numpy(), [0])
+
+
+def test_plain_lists_are_accepted_as_numpy():
+    iou = B.box_iou([[0, 0, 10, 10]], [[0, 0, 5, 10], [20, 20, 30, 30]])
+    assert isinstance(iou, np.ndarray)
+    np.testing.assert_allclose(iou, [[0.5, 0.0]])
+    np.testing.assert_array_equal(B.nms([[0, 0, 10, 10], [1, 0, 10, 10]], [0.9, 0.8], 0.5), [0])
+
+
+def test_nms_on_bfloat16_tensors_equals_float32():
+    rng = np.random.default_rng(3)
+    boxes = torch.from_numpy(random_boxes(rng, 40, grid=True))
+    scores = torch.from_numpy(random_scores(rng, 40))
+    expected = B.nms(boxes, scores, 0.5)
+    # bfloat16 holds these small integers and quarters exactly; numpy has no bfloat16
+    kept = B.nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
+    assert isinstance(kept, torch.Tensor) and torch.equal(kept, expected)

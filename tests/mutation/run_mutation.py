@@ -61,11 +61,16 @@ def prepare(module: str, work: Path) -> None:
     shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("*.egg-info"))
     for name in ["tests/conftest.py", *tests]:
         shutil.copy2(ROOT / name, work / name)
+    # test_metrics_coco loads benchmarks/bench_metrics.py by path
+    shutil.copytree(
+        ROOT / "benchmarks", work / "benchmarks", ignore=shutil.ignore_patterns("results")
+    )
     pyproject = (ROOT / "pyproject.toml").read_text()
     pyproject = re.sub(r"testpaths = \[[^\]]*\]", 'testpaths = ["tests"]', pyproject)
     pyproject += (
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'
+        'also_copy = ["benchmarks"]\n'
         f"only_mutate = {_toml_list(mutate)}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
