@@ -26,8 +26,9 @@
 #   [KITTI road benchmark](https://www.cvlibs.net/datasets/kitti/eval_road.php)
 #   (`data_road/training/image_2`, colour ground truth in `gt_image_2`), at 160 x 480 pixels instead
 #   of 375 x 1242; the real download is read by the same reader (folder README).
-# - **Run time**: about 7 minutes on a 2-core CPU, most of it the 8 training epochs (the last cell
-#   prints the time of the run shown); no GPU needed.
+# - **Run time**: about 7 minutes on an idle 2-core CPU, most of it the 8 training epochs (the
+#   last cell prints the time of the run shown, on a machine shared with other work); no GPU
+#   needed.
 #
 # Previous: [lesson 1, U-Net on salt](1_unet_salt.ipynb). Next:
 # [lesson 3, PSPNet vs U-Net on street scenes](3_pspnet_vs_unet_street.ipynb).
