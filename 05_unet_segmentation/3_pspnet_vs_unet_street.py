@@ -27,8 +27,9 @@
 #   [Cityscapes image pairs](https://www.kaggle.com/datasets/dansbecker/cityscapes-image-pairs)
 #   (one 256 x 512 JPEG per example: photo left, colour labels right); the real download is read by
 #   the same reader (folder README).
-# - **Run time**: about 8 minutes on a 2-core CPU, most of it training the two models (the last
-#   cell prints the time of the run shown); no GPU needed.
+# - **Run time**: about 8 minutes on an idle 2-core CPU, most of it training the two models (the
+#   last cell prints the time of the run shown, on a machine shared with other work); no GPU
+#   needed.
 #
 # Previous: [lesson 2, FCN-8s on road scenes](2_fcn8s_road.ipynb). Next:
 # [lesson 4, torchvision's segmentation models](4_torchvision_models.ipynb).
