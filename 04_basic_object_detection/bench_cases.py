@@ -94,3 +94,45 @@ def case_feature_cache() -> dict[str, Any]:
         "same_iou": abs(cached["mean_iou"] - seed_loop["mean_iou"]) < 1e-4,
         "main": "speedup",
     }
+
+
+def case_summary() -> dict[str, Any]:
+    """The README's SSDlite bar end to end: ``train_detector.py`` with its defaults (SSDlite320 on
+    built-in ``shapes``; bar bbox mAP@0.5 >= 0.80), then ``export_detector.py`` on its best
+    checkpoint (the network body on ONNX Runtime and OpenCV DNN, detections matched to PyTorch's,
+    milliseconds per 320 x 320 frame with the same decoding). Smoke mode runs ``--dry-run`` on 8
+    images and exports on 2: the numbers then mean nothing.
+
+    Returns:
+        the :mod:`detseg.bench_summary` keys: ``parameters``, ``train_s`` (the script's training
+        time, evaluation included), ``quality`` (bbox AP50 of the best epoch), ``quality_metric``,
+        ``quality_bar``, ``eager_ms`` / ``onnxruntime_ms`` / ``opencv_ms`` (body + decoding per
+        frame), ``max_abs_diff`` (ORT vs eager, raw outputs).
+    """
+    from detseg import settings
+    from detseg.scripts import load_script
+
+    smoke = settings.smoke_mode()
+    train, export = (load_script(FOLDER, name) for name in ("train_detector", "export_detector"))
+    with tempfile.TemporaryDirectory() as folder:
+        tiny = ["--dry-run", "--num-images", "8"] if smoke else []
+        result = train.main(["--output-dir", folder, *tiny])
+        run = Path(result["output_dir"])
+        weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+        exported = export.main(
+            ["--weights", str(weights), "--output-dir", str(Path(folder) / "export")]
+            + (["--images", "2"] if smoke else [])
+        )
+    ms = exported["ms_per_frame"]
+    return {
+        "parameters": int(result["num_parameters"]),
+        "train_s": float(result["train_time_s"]),
+        "quality": max(entry["eval"]["bbox_AP50"] for entry in result["history"]),
+        "quality_metric": "shapes bbox mAP@0.5 (SSDlite320)",
+        "quality_bar": 0.80,
+        "eager_ms": ms["ssd body, torch"],
+        "onnxruntime_ms": ms["ssd body, onnxruntime"],
+        "opencv_ms": ms["ssd body, opencv"],
+        "max_abs_diff": exported["max_abs_diff_onnxruntime"],
+        "main": "quality",
+    }

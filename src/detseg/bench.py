@@ -119,10 +119,20 @@ CASES: dict[str, Case] = {
         "02_yolo_v3_darknet",
         "YOLOv3-tiny 416 inference: ONNX Runtime and OpenCV DNN (darknet files) vs eager",
     ),
+    "02-summary": Case(
+        "02_yolo_v3_darknet/bench_cases.py:case_summary",
+        "02_yolo_v3_darknet",
+        "YOLOv3-tiny (train.py defaults) to the mAP@0.5 bar, then ONNX export and timing",
+    ),
     "03-yolov7-tiny-onnx": Case(
         "03_yolo_v7_tutorial/bench_cases.py:case_ort_vs_eager",
         "03_yolo_v7_tutorial",
         "YOLOv7-tiny 320 px (fused, before NMS): ONNX Runtime vs eager, FPS",
+    ),
+    "03-summary": Case(
+        "03_yolo_v7_tutorial/bench_cases.py:case_summary",
+        "03_yolo_v7_tutorial",
+        "YOLOv7-tiny 320 px (train.py defaults) to the mAP@0.5 bar, then export.py timing",
     ),
     "04-realtime-fps": Case(
         "04_basic_object_detection/bench_cases.py:case_realtime_fps",
@@ -133,6 +143,11 @@ CASES: dict[str, Case] = {
         "04_basic_object_detection/bench_cases.py:case_feature_cache",
         "04_basic_object_detection",
         "single-object heads: s / epoch on cached features vs the seed's loop",
+    ),
+    "04-summary": Case(
+        "04_basic_object_detection/bench_cases.py:case_summary",
+        "04_basic_object_detection",
+        "SSDlite320 (train_detector.py defaults) to the mAP@0.5 bar, then export_detector.py",
     ),
     "05-unet-onnx": Case(
         "05_unet_segmentation/bench_cases.py:case_ort_vs_eager",
@@ -148,6 +163,11 @@ CASES: dict[str, Case] = {
         "06_rcnn_tensorflow/bench_cases.py:case_selective_search",
         "06_rcnn_tensorflow",
         "selective search (fast): ours from scratch vs OpenCV contrib, CPU time per image",
+    ),
+    "06-summary": Case(
+        "06_rcnn_tensorflow/bench_cases.py:case_summary",
+        "06_rcnn_tensorflow",
+        "R-CNN (train_rcnn.py defaults, dataset building included) to the mAP@0.5 bar",
     ),
     "07-keras-onnx": Case(
         "07_bbox_regression_tensorflow/bench_cases.py:case_ort_vs_keras",
