@@ -609,3 +609,26 @@ def test_evaluate_gets_the_model_and_result_names_the_folder(tmp_path, capsys):
         notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
         assert notes == ([] if note is None else [f"note: resuming {tmp_path / 'last.pt'} "
                                                   f"with changed settings: {note}"])  # fmt: skip
+
+
+def test_resume_of_a_checkpoint_without_config(tmp_path):
+    """last.pt written by hand without "config" (or by an older version) still resumes."""
+    model = nn.Linear(2, 1)
+    loader = engine.make_loader(linear_data(4), 4, shuffle=False, seed=0, workers=0)
+    kwargs = {"step_fn": supervised_step(nn.functional.mse_loss), "output_dir": tmp_path}
+    quiet_train(
+        model, loader, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, **kwargs
+    )
+    state = engine.load_checkpoint(tmp_path / "last.pt")
+    del state["config"]
+    engine.save_checkpoint(state, tmp_path / "last.pt")
+    result = quiet_train(
+        model,
+        loader,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=2,
+        resume=True,
+        config={"lr": 0.1},
+        **kwargs,
+    )
+    assert [entry["epoch"] for entry in result["history"]] == [1, 2]

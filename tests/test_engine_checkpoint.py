@@ -143,8 +143,15 @@ def test_load_model_state_names_the_first_mismatch_in_one_line(tmp_path):
     with pytest.raises(UserError, match=r"size mismatch for 0\.weight"):
         engine.load_model_state(model, wrong_shape)
     extra = dict(good, head=torch.zeros(1))
-    with pytest.raises(UserError, match='Unexpected key.*"head"'):
+    with pytest.raises(UserError, match='Unexpected key.*"head"') as error:
         engine.load_model_state(model, extra)
+    assert error.value.fix == "pass weights saved from the same model and options"
+    # a very long first problem is cut at 200 characters
+    long_names = dict(good, **{f"extra_{'x' * 300}": torch.zeros(1)})
+    with pytest.raises(UserError) as error:
+        engine.load_model_state(model, long_names)
+    inside = error.value.what.partition("(")[2].removesuffix(")")
+    assert len(inside) == 203 and inside.endswith("...")
 
 
 def test_make_loader_order_depends_only_on_seed_and_epoch(monkeypatch):
