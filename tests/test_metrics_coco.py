@@ -291,3 +291,19 @@ def test_missing_file_and_duplicate_ids(tmp_path):
     gt["annotations"][1]["id"] = 1
     with pytest.raises(UserError, match="annotation 1 repeats id 1"):
         evaluate_coco(gt, [])
+
+
+def test_box_iou_xywh_equals_pycocotools_on_sub_pixel_boxes():
+    """Normalised-size boxes (sides < 1): every overlap is under a pixel high or wide."""
+    from pycocotools import mask as mask_utils
+
+    from detseg.metrics.coco_match import box_iou_xywh
+
+    rng = np.random.default_rng(5)
+    dt = np.concatenate([rng.uniform(0, 1, (30, 2)), rng.uniform(0.05, 0.6, (30, 2))], axis=1)
+    gt = np.concatenate([rng.uniform(0, 1, (20, 2)), rng.uniform(0.05, 0.6, (20, 2))], axis=1)
+    crowd = rng.random(20) < 0.3
+    ours = box_iou_xywh(dt, gt, crowd)
+    reference = mask_utils.iou(dt.tolist(), gt.tolist(), crowd.astype(np.uint8).tolist())
+    assert (ours > 0).sum() > 50  # many overlaps, all of them sub-pixel
+    np.testing.assert_array_equal(ours, reference)
