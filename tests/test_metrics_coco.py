@@ -307,3 +307,15 @@ def test_box_iou_xywh_equals_pycocotools_on_sub_pixel_boxes():
     reference = mask_utils.iou(dt.tolist(), gt.tolist(), crowd.astype(np.uint8).tolist())
     assert (ours > 0).sum() > 50  # many overlaps, all of them sub-pixel
     np.testing.assert_array_equal(ours, reference)
+
+
+def test_ap_counts_up_to_100_detections_per_image():
+    """20 objects found exactly in one image: AP 1 at maxDets 100; recall 1 / 20 and 10 / 20 at
+    maxDets 1 and 10."""
+    boxes = [[10 * (i % 5) * 4, 40 * (i // 5), 30, 30] for i in range(20)]
+    gt = _gt([{"bbox": box} for box in boxes])
+    result = evaluate_coco(gt, [_det(box, 1 - i / 100) for i, box in enumerate(boxes)])
+    assert result.stats["AP"] == pytest.approx(1.0) and result.stats["AP50"] == pytest.approx(1.0)
+    assert result.stats["AR1"] == pytest.approx(0.05) and result.stats["AR10"] == pytest.approx(0.5)
+    assert result.stats["AR100"] == pytest.approx(1.0)
+    assert result.per_class_ap[1] == pytest.approx({"AP": 1.0, "AP50": 1.0})  # at maxDets 100
