@@ -169,9 +169,11 @@ def soft_dice_loss(
     """1 - soft Dice of sigmoid(logits) [N, 1, H, W] against a {0, 1} target [N, H, W].
 
     ``valid`` (bool [N, H, W]) leaves ignored pixels out of both sums.
-    The sums run over the whole batch ("batch Dice"): per image, an empty mask (40 % of the salt
-    images) would give a loss near 1 whatever the prediction, since any probability mass at all
-    dwarfs ``eps``.
+    The sums run over the whole batch ("batch Dice"). Per image, an empty mask (40 % of the salt
+    images) would give ``1 - eps / (sum(p) + eps)``: 0 for an empty prediction, but already 0.5
+    for one pixel's worth of probability and 0.98 for fifty (eps = 1), as much as missing a whole
+    salt body. Summed over the batch, an empty image only adds its false positives to the
+    denominator (lesson 1 shows both with numbers).
     """
     probs = torch.sigmoid(logits[:, 0])
     target = target.float()
