@@ -32,6 +32,7 @@ from detseg.cli.common import add_standard_args, train_kwargs, validate_standard
 from detseg.data.torch_datasets import DetectionTorchDataset, detection_collate
 from detseg.data.transforms import Compose, HorizontalFlip
 from detseg.devices import seed_everything, select_device
+from detseg.engine.budget import train_within_budget
 from detseg.engine.checkpoint import load_checkpoint
 from detseg.errors import UserError, run_cli
 
@@ -123,30 +124,9 @@ def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 def train_with_budget(
     model: torch.nn.Module, loader: Any, budget_s: float, kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """One engine call per epoch, each resuming exactly from ``last.pt``, until the next epoch
-    would end past ``budget_s`` (at the mean epoch time so far, evaluation included)."""
-    epochs, resume = kwargs.pop("epochs"), kwargs.pop("resume")
-    done = 0
-    if resume:
-        path = Path(kwargs["output_dir"]) / "last.pt" if resume is True else Path(resume)
-        done = int(load_checkpoint(path)["epoch"])
-    start = time.perf_counter()
-    result: dict[str, Any] = {}
-    for epoch in range(done + 1, epochs + 1):
-        first = epoch == done + 1
-        result = engine.train(
-            model, loader, epochs=epoch, resume=resume if first else True, **kwargs
-        )
-        elapsed = time.perf_counter() - start
-        if epoch < epochs and elapsed + elapsed / (epoch - done) > budget_s:
-            print(
-                f"note: stopped after epoch {epoch} of {epochs}: the next one would end past the "
-                f"time budget of {budget_s / 60:g} min",
-                file=sys.stderr,
-            )
-            result["stopped_early"] = True
-            break
-    return result
+    """The engine's epochs until the next one would end past ``budget_s`` seconds
+    (:func:`detseg.engine.budget.train_within_budget`)."""
+    return train_within_budget(model, loader, budget_s=budget_s, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

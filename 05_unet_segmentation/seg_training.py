@@ -9,7 +9,6 @@ the threshold sweep, and :func:`fit`, the one call into the core engine.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from detseg.data import recipes
 from detseg.data.torch_datasets import SegmentationTorchDataset, split_indices
 from detseg.data.transforms import Compose, HorizontalFlip, Normalize, resize
 from detseg.data.types import SegmentationDataset
-from detseg.engine.checkpoint import load_checkpoint
+from detseg.engine.budget import train_within_budget
 from detseg.engine.distributed import make_loader
 from detseg.errors import UserError
 from detseg.metrics.segmentation import SegmentationMeter
@@ -330,32 +329,6 @@ def fit(
     }
     if time_budget_min is None:
         return engine.train(model, loader, epochs=epochs, **kwargs)
-    return _fit_with_budget(model, loader, epochs, time_budget_min * 60, kwargs)
-
-
-def _fit_with_budget(
-    model: nn.Module, loader: Any, epochs: int, budget_s: float, kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """One engine call per epoch, each resuming exactly from ``last.pt``, until the budget."""
-    resume = kwargs.pop("resume", False)
-    done = 0
-    if resume:
-        path = Path(kwargs["output_dir"]) / "last.pt" if resume is True else Path(resume)
-        done = int(load_checkpoint(path)["epoch"])
-    start = time.perf_counter()
-    result: dict[str, Any] = {}
-    for epoch in range(done + 1, epochs + 1):
-        first = epoch == done + 1
-        result = engine.train(
-            model, loader, epochs=epoch, resume=resume if first else True, **kwargs
-        )
-        elapsed = time.perf_counter() - start
-        if epoch < epochs and elapsed + elapsed / (epoch - done) > budget_s:
-            print(
-                f"note: stopped after epoch {epoch} of {epochs}: the next one would end past the "
-                f"time budget of {budget_s / 60:g} min",
-                file=sys.stderr,
-            )
-            result["stopped_early"] = True
-            break
-    return result
+    return train_within_budget(
+        model, loader, epochs=epochs, budget_s=time_budget_min * 60, **kwargs
+    )
