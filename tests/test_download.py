@@ -156,6 +156,16 @@ def test_good_archive_then_idempotent_without_network(monkeypatch, server, tmp_p
     assert len(server.requests) == 1
 
 
+def test_progress_in_a_log_is_two_plain_lines(monkeypatch, server, tmp_path, capsys):
+    register(monkeypatch, server, make_zip(GOOD_FILES))
+    dl.download("toy", tmp_path, progress=True)  # capsys: stderr is not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert f"downloading {server.url}/toy.zip -> {tmp_path / 'downloads' / 'toy.zip'}\n" in err
+    size = (tmp_path / "downloads" / "toy.zip").stat().st_size
+    assert f"downloaded {size} bytes of toy.zip" in err
+
+
 def test_unpinned_hash_is_printed(monkeypatch, server, tmp_path, capsys):
     payload = make_zip(GOOD_FILES)
     register(monkeypatch, server, payload, sha256=False, size=False)

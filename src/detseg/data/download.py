@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -361,6 +362,10 @@ def _stream(
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else file.size
             mode = "ab" if have else "wb"
+            # a bar only on a terminal: in a log it would be one line of \r updates per chunk
+            bar_shown = progress and _is_terminal(sys.stderr)
+            if progress and not bar_shown:
+                print(f"downloading {file.url} -> {dest}", file=sys.stderr, flush=True)
             with (
                 open(part, mode) as out,
                 tqdm(
@@ -369,7 +374,7 @@ def _stream(
                     unit="B",
                     unit_scale=True,
                     desc=file.filename,
-                    disable=not progress,
+                    disable=not bar_shown,
                 ) as bar,
             ):
                 received = 0
@@ -377,6 +382,8 @@ def _stream(
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+            if progress and not bar_shown:
+                print(f"downloaded {have + received} bytes of {file.filename}", file=sys.stderr)
             if length is not None and received < int(length):  # read(n) does not raise on this
                 raise http.client.IncompleteRead(b"", int(length) - received)
     except urllib.error.HTTPError as err:
@@ -420,3 +427,10 @@ def _extract_atomic(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
