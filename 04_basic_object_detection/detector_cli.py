@@ -2,7 +2,8 @@
 they name.
 
 ``--model NAME`` picks a COCO-pretrained torchvision detector (:data:`detection_zoo.PRETRAINED`,
-downloaded once); ``--weights CKPT`` a detector trained here by ``train_detector.py`` (no download);
+downloaded once) or ``mobilenet_ssd_caffe``, the seed's VOC MobileNet-SSD on ``cv2.dnn``
+(:mod:`caffe_mobilenet_ssd`, weights downloaded once); ``--weights CKPT`` a detector trained here by ``train_detector.py`` (no download);
 ``--classic haar_face|hog_people`` an OpenCV 4 classic detector. With ``--weights`` of an SSDlite,
 ``--runtime onnxruntime|opencv`` runs its exported body (``export_detector.py`` writes it; exported
 on the fly into ``--output-dir`` when missing).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from caffe_mobilenet_ssd import caffe_predictor
 from detection_zoo import PRETRAINED, build_pretrained
 from detector_body import DecodeConfig
 from detector_runtime import (
@@ -29,16 +31,18 @@ from detseg.errors import UserError
 from detseg.scripts import load_script
 
 FOLDER = Path(__file__).resolve().parent
+CAFFE_MODEL = "mobilenet_ssd_caffe"  # Caffe MobileNet-SSD (VOC) on OpenCV DNN
 
 
 def add_predictor_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("detector (one of --model, --weights, --classic)")
     group.add_argument(
         "--model",
-        choices=list(PRETRAINED),
+        choices=[*PRETRAINED, CAFFE_MODEL],
         default=None,
-        help="COCO-pretrained torchvision detector (weights downloaded once into the torch hub "
-        "cache; default ssdlite320_mobilenet_v3_large when neither --weights nor --classic is given)",
+        help="COCO-pretrained torchvision detector, or mobilenet_ssd_caffe (VOC, Caffe, on OpenCV "
+        "DNN); weights downloaded once into the torch hub cache; default "
+        "ssdlite320_mobilenet_v3_large when neither --weights nor --classic is given",
     )
     group.add_argument(
         "--weights", type=Path, default=None, help="checkpoint of train_detector.py (offline)"
@@ -83,6 +87,8 @@ def predictor_from_args(args: argparse.Namespace, work_dir: Path) -> Predictor:
         return classic_predictor(args.classic)
     if args.weights is None:
         name = args.model or "ssdlite320_mobilenet_v3_large"
+        if name == CAFFE_MODEL:
+            return caffe_predictor(score_threshold=args.score_threshold)
         model, classes = build_pretrained(name)
         return torch_predictor(model, classes, score_threshold=args.score_threshold, name=name)
     model, config = load_script(FOLDER, "train_detector").load_detector(args.weights)
