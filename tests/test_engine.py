@@ -632,3 +632,28 @@ def test_resume_of_a_checkpoint_without_config(tmp_path):
         **kwargs,
     )
     assert [entry["epoch"] for entry in result["history"]] == [1, 2]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_process_group_made_by_train_ends_with_a_barrier_only_after_success(
+    tmp_path, monkeypatch, fails
+):
+    # under torchrun, train() makes the group and ends it; after an error the other ranks may be
+    # gone, so no barrier (it would hang) — the group is faked here, the gloo run is test_engine_ddp
+    from detseg.engine import loop
+
+    barriers = []
+    monkeypatch.setattr(loop.ddp, "init_distributed", lambda device: (device, True))
+    monkeypatch.setattr(
+        loop.ddp, "destroy_distributed", lambda *, barrier=True: barriers.append(barrier)
+    )
+    model = nn.Linear(2, 1)
+    loader = engine.make_loader(linear_data(4 * (not fails)), 1, shuffle=False, seed=0, workers=0)
+    kwargs = dict(epochs=1, output_dir=tmp_path, step_fn=supervised_step(nn.functional.mse_loss))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if fails:
+        with pytest.raises(UserError, match="had no batches"):
+            quiet_train(model, loader, optimizer=optimizer, **kwargs)
+    else:
+        assert quiet_train(model, loader, optimizer=optimizer, **kwargs)["history"][0]["steps"] == 4
+    assert barriers == [not fails]

@@ -126,6 +126,23 @@ def test_load_checkpoint_errors(tmp_path, content, match):
     assert caught.value.path == str(path)
 
 
+def test_unreadable_checkpoint_says_permission_denied(tmp_path, monkeypatch):
+    # root reads a chmod 000 file, so the OS error is raised where torch.load opens the file
+    path = tmp_path / "last.pt"
+    torch.save({"w": torch.ones(1)}, path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ckpt.torch, "load", denied)
+    with pytest.raises(UserError) as caught:
+        ckpt.load_checkpoint(path)
+    assert caught.value.what == "checkpoint cannot be read (permission denied)"
+    assert caught.value.fix == "check the file's permissions"
+    assert caught.value.path == str(path)
+    assert isinstance(caught.value.__cause__, PermissionError)
+
+
 def test_load_model_state_names_the_first_mismatch_in_one_line(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1))
     good = {key: torch.full_like(value, 0.5) for key, value in model.state_dict().items()}

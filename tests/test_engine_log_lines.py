@@ -37,8 +37,7 @@ def _train(tmp_path, epochs: int = 2, steps: int = 7, **kwargs):
         epochs=epochs,
         output_dir=tmp_path,
         device="cpu",
-        step_fn=supervised_step(nn.functional.cross_entropy),
-        **kwargs,
+        **{"step_fn": supervised_step(nn.functional.cross_entropy), **kwargs},
     )
 
 
@@ -91,3 +90,54 @@ def test_is_terminal_of_odd_streams():
     assert loop._is_terminal(io.StringIO()) is False
     assert loop._is_terminal(closed) is False
     assert loop._is_terminal(object()) is False
+
+
+class _RecordingBar:
+    """Stands in for tqdm: how it was built, and the step count at each ``set_postfix``."""
+
+    made: list[_RecordingBar] = []
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs, self.steps, self.postfixes = kwargs, 0, []
+        _RecordingBar.made.append(self)
+
+    @staticmethod
+    def write(text: str, file) -> None:  # tqdm.write: the line that ends each epoch
+        print(text, file=file)
+
+    def update(self, count: int) -> None:
+        self.steps += count
+
+    def set_postfix(self, **numbers) -> None:
+        self.postfixes.append((self.steps, numbers))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("progress", "terminal", "disabled"),
+    [(True, True, False), (True, False, True), (False, True, True)],
+)
+def test_bar_numbers_refresh_at_step_1_every_print_freq_and_last(
+    tmp_path, monkeypatch, progress, terminal, disabled
+):
+    monkeypatch.setattr(_RecordingBar, "made", [])
+    monkeypatch.setattr(loop, "tqdm", _RecordingBar)
+    monkeypatch.setattr("sys.stderr", _Terminal() if terminal else io.StringIO())
+    losses = []
+    step = supervised_step(nn.functional.cross_entropy)
+
+    def recording_step(model, batch, device):
+        losses_of_step = step(model, batch, device)
+        losses.append(float(losses_of_step["loss"]))
+        return losses_of_step
+
+    _train(tmp_path, epochs=1, steps=12, print_freq=5, progress=progress, step_fn=recording_step)
+    (bar,) = _RecordingBar.made
+    assert bar.kwargs["disable"] is disabled
+    assert bar.kwargs["total"] == 12 and bar.kwargs["desc"] == "epoch 1/1"
+    assert [steps for steps, _ in bar.postfixes] == [1, 5, 10, 12]
+    for steps, numbers in bar.postfixes:  # the running mean of the epoch's losses so far
+        assert numbers["loss"] == f"{sum(losses[:steps]) / steps:.4f}"
+        assert numbers["lr"] == "0.1"

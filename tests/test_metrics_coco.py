@@ -319,3 +319,82 @@ def test_ap_counts_up_to_100_detections_per_image():
     assert result.stats["AR1"] == pytest.approx(0.05) and result.stats["AR10"] == pytest.approx(0.5)
     assert result.stats["AR100"] == pytest.approx(1.0)
     assert result.per_class_ap[1] == pytest.approx({"AP": 1.0, "AP50": 1.0})  # at maxDets 100
+
+
+def test_objects_tied_for_a_detection_are_tried_in_file_order_within_each_class():
+    """A detection overlapping two objects equally takes the later one in the file (pycocotools'
+    rule), so a second detection can still take the first. 20 such pairs, with an object of another
+    class between the two of each pair: sorting the objects by class must keep the file order."""
+    objects, dets = [], []
+    for pair in range(20):
+        x, y = 40 * (pair % 5), 40 * (pair // 5)
+        objects += [
+            {"bbox": [x, y, 10, 10]},  # first of the pair
+            {"bbox": [x, y + 20, 10, 10], "category_id": 2},
+            {"bbox": [x + 4, y, 10, 10]},  # second: IoU 2/3 with the first detection, as the first
+        ]
+        dets.append(_det([x + 2, y, 10, 10], 0.9 - pair / 100))  # IoU 2/3 with both
+        dets.append(_det([x - 2, y, 10, 10], 0.5 - pair / 100))  # 2/3 with the first, 1/4 the other
+    gt = _gt(objects, categories=(1, 2))
+    stats = _assert_same_as_pycocotools(gt, dets, "bbox")
+    result = evaluate_coco(gt, dets)
+    # each first detection takes the second object, each second detection the first: 40 hits
+    assert result.per_class_ap[1]["AP50"] == pytest.approx(1.0)
+    assert stats[1] == pytest.approx(0.5)  # AP50: mean of 1 and class 2's 0 (no detections)
+    # the other order in the file: the first detection takes the first object, the second misses
+    swapped = copy.deepcopy(gt)
+    for pair in range(20):
+        first, second = swapped["annotations"][3 * pair], swapped["annotations"][3 * pair + 2]
+        first["bbox"], second["bbox"] = second["bbox"], first["bbox"]
+    swapped_stats = _assert_same_as_pycocotools(swapped, dets, "bbox")
+    assert swapped_stats[1] < 0.6
+
+
+def test_segm_evaluation_of_box_only_results_uses_box_rectangles_like_load_res():
+    gt, dets = bench.random_coco_case(5, num_images=6, masks=True)
+    boxes_only = [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
+    assert all("bbox" in d for d in boxes_only)
+    stats = _assert_same_as_pycocotools(gt, boxes_only, "segm")
+    assert 0.05 < stats[1] < 0.95  # AP50: rectangles against masks, neither none nor all
+
+
+def test_to_json_names_every_field():
+    gt = _gt([{"bbox": [10, 10, 50, 50]}])
+    payload = json.loads(json.dumps(evaluate_coco(gt, [_det([10, 10, 50, 50], 0.9)]).to_json()))
+    assert payload["iou_type"] == "bbox"
+    assert payload["per_class"] == {"1": pytest.approx({"AP": 1.0, "AP50": 1.0})}
+    assert payload["iou_thresholds"] == pytest.approx(np.linspace(0.5, 0.95, 10).tolist())
+    assert payload["max_dets"] == [1, 10, 100]
+    assert payload["area_ranges"]["small"] == [0.0, 32.0**2]
+    seg = _gt([{"bbox": [10, 10, 50, 50], "segmentation": [[10, 10, 60, 10, 60, 60, 10, 60]]}])
+    assert evaluate_coco(seg, [_det([10, 10, 50, 50], 0.9)], "segm").to_json()["iou_type"] == "segm"
+
+
+_GT_FIX_START = "a COCO ground-truth file is a JSON object with 'images'"
+_DT_FIX_START = "a COCO results file is a JSON list of objects with 'image_id'"
+
+
+@pytest.mark.parametrize(
+    ("gt_payload", "dets_payload", "iou_type", "bad_file", "what"),
+    [
+        ([{"images": []}], [], "bbox", "gt.json", "expected a JSON object, got list"),
+        (None, [_det([0, 0, 1, 1], 0.5, category_id=7)], "bbox", "dt.json",
+         "detection 0 has unknown category_id 7"),
+        (None, [_det([0, 0, 1, 1], 0.5), {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+         "bbox", "dt.json", "detection 1 has no 'score'"),
+        (None, [_det([0, 0, 1, 1], float("nan"))], "bbox", "dt.json",
+         "detection 0 has a 'score' that is not a finite number (nan)"),
+        (None, [{**_det([0, 0, 1, 1], 0.5), "segmentation": {"size": [5, 5], "counts": [25]}}],
+         "segm", "dt.json",
+         "detection 0 has a bad 'segmentation' (RLE 'size' is [5, 5] but the image is [200, 200])"),
+    ],
+)  # fmt: skip
+def test_bad_input_messages_in_full(tmp_path, gt_payload, dets_payload, iou_type, bad_file, what):
+    square = {"bbox": [0, 0, 5, 5], "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]}
+    gt_path = _write(tmp_path, "gt.json", gt_payload or _gt([square]))
+    dt_path = _write(tmp_path, "dt.json", dets_payload)
+    with pytest.raises(UserError) as info:
+        evaluate_coco(gt_path, dt_path, iou_type)
+    assert info.value.what == what
+    assert info.value.path == str(tmp_path / bad_file)
+    assert info.value.fix.startswith(_GT_FIX_START if bad_file == "gt.json" else _DT_FIX_START)

@@ -39,7 +39,11 @@ MODULES = {
     ),
     "engine": (
         ["src/detseg/engine/checkpoint.py", "src/detseg/engine/loop.py"],
-        ["tests/test_engine.py", "tests/test_engine_checkpoint.py"],
+        [
+            "tests/test_engine.py",
+            "tests/test_engine_checkpoint.py",
+            "tests/test_engine_log_lines.py",
+        ],
     ),
     "validate": (
         ["src/detseg/data/validate.py"],
