@@ -15,6 +15,8 @@ block so that each idea of the paper has a name:
   3x3 convolution for deployment (:meth:`RepConv.fuse`).
 - **IDetect**: the detection head with implicit knowledge (:class:`ImplicitA` added before the
   1x1 prediction, :class:`ImplicitM` multiplied after it), folded into the convolution on fuse.
+- **Auxiliary head** (optional, base only, training only: :class:`AuxHead`): a second head on
+  earlier neck features that learns from the coarse labels of the lead-guided assignment.
 
 ``python yolov7.py --variant tiny|base --num-classes N [--fused]`` prints the layer table, then
 ``parameters: N`` and ``gflops_640: X``.
@@ -282,6 +284,42 @@ class IDetect(nn.Module):
         self.fused = True
 
 
+class AuxHead(nn.Module):
+    """The auxiliary head of YOLOv7's "coarse-to-fine lead guided" training (the authors'
+    ``IAuxDetect`` minus its lead half): per level a 3x3 :class:`Conv` then a plain 1x1 prediction
+    (no implicit layers), on features taken *earlier* in the neck than the lead head's.
+
+    It only exists while training: its outputs get the coarse labels (see ``yolov7_loss.py``), its
+    gradient reaches the shared layers, and :meth:`YOLOv7.fuse` deletes it (the authors' deploy
+    files have no auxiliary head either). Same anchors and raw layout as :class:`IDetect`:
+    ``[N, A * (5 + C), H, W]`` per level.
+    """
+
+    def __init__(
+        self, num_classes: int, channels_in: Sequence[int], widths: Sequence[int], act: str
+    ):
+        super().__init__()
+        self.stems = nn.ModuleList(Conv(c, w, 3, act=act) for c, w in zip(channels_in, widths))
+        self.m = nn.ModuleList(nn.Conv2d(w, (num_classes + 5) * 3, 1) for w in widths)
+        with torch.no_grad():  # the same priors as the lead head (IDetect._init_biases)
+            for conv, stride in zip(self.m, STRIDES):
+                bias = conv.bias.view(3, -1)
+                bias[:, 4] += torch.log(torch.tensor(8 / (640 / stride) ** 2))
+                bias[:, 5:] += torch.log(torch.tensor(0.6 / (num_classes - 0.99)))
+
+    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        return [conv(stem(x)) for conv, stem, x in zip(self.m, self.stems, xs)]
+
+
+# Where the auxiliary head reads (our layer indices) and its widths. The authors' P5 ``yolov7.yaml``
+# (trained by their ``train.py``) has NO auxiliary head; only the P6 models (W6, E6, D6, E6E, trained
+# by ``train_aux.py``) do, and there it reads the top-down (FPN) path at each scale while the lead
+# head reads the final bottom-up (PAN) outputs. ``--aux-head`` transfers that wiring to the P5 base:
+# P3 from the head's first ELAN-H (75, shared with the lead), P4 from the top-down ELAN-H (63), P5
+# from SPPCSPC (51). YOLOv7-tiny has no auxiliary head (as in the authors' design).
+AUX_SOURCES = {"base": ((75, 63, 51), (256, 512, 1024))}
+
+
 # ----------------------------------------------------------------------------------- descriptions
 
 
@@ -472,10 +510,14 @@ class YOLOv7(nn.Module):
         eval mode -> [N, 3 * (H W / 64 + H W / 256 + H W / 1024), 5 + C] decoded (see :class:`IDetect`).
     """
 
-    def __init__(self, *, variant: str = "tiny", num_classes: int = 80):
+    def __init__(self, *, variant: str = "tiny", num_classes: int = 80, aux_head: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; use one of {sorted(VARIANTS)}")
+        if aux_head and variant not in AUX_SOURCES:
+            raise ValueError(
+                f"variant {variant!r} has no auxiliary head; use {sorted(AUX_SOURCES)}"
+            )
         self.variant = variant
         self.num_classes = num_classes
         builder = VARIANTS[variant](num_classes)
@@ -483,7 +525,13 @@ class YOLOv7(nn.Module):
         self.sources = [spec.sources for spec in builder.layers]
         self.notes = [spec.note for spec in builder.layers]
         self.channels = builder.channels
-        used = {s for sources in self.sources for s in sources}
+        self.aux_sources: list[int] = []
+        self.aux: AuxHead | None = None
+        if aux_head:
+            self.aux_sources, widths = (list(v) for v in AUX_SOURCES[variant])
+            channels_in = [self.channels[s] for s in self.aux_sources]
+            self.aux = AuxHead(num_classes, channels_in, widths, builder.act)
+        used = {s for sources in self.sources for s in sources} | set(self.aux_sources)
         self._keep = [i in used for i in range(len(self.layers))]
 
     @property
@@ -491,7 +539,7 @@ class YOLOv7(nn.Module):
         return self.layers[-1]  # type: ignore[return-value]
 
     def features(self, images: Tensor) -> list[Tensor]:
-        """The three inputs of the head (strides 8, 16, 32)."""
+        """The three inputs of the head (strides 8, 16, 32), then, with an auxiliary head, its three."""
         outputs: list[Tensor | None] = []
         x = images
         for index, layer in enumerate(self.layers[:-1]):
@@ -501,24 +549,36 @@ class YOLOv7(nn.Module):
             else:
                 x = layer(x if sources[0] in (-1, index - 1) else outputs[sources[0]])
             outputs.append(x if self._keep[index] else None)
-        return [outputs[s] for s in self.sources[-1]]  # type: ignore[misc]
+        return [outputs[s] for s in self.sources[-1] + self.aux_sources]  # type: ignore[misc]
 
     def forward(self, images: Tensor) -> list[Tensor] | Tensor:
-        return self.head(self.features(images))
+        """Train mode: the lead head's 3 raw maps, then the auxiliary head's 3 when it exists (6
+        maps, the authors' ``IAuxDetect`` order). Eval mode: the lead head's decoded predictions."""
+        xs = self.features(images)
+        lead = self.head(xs[:3])
+        if self.aux is not None and self.training:
+            return lead + self.aux(xs[3:])
+        return lead
 
     def fuse(self) -> YOLOv7:
         """Deployment form, in place: Conv+BN -> conv with bias, RepConv -> one 3x3, implicit
-        layers folded into the head. Outputs are unchanged (eval mode); returns ``self``."""
+        layers folded into the head, the auxiliary head (training only) removed. Outputs are
+        unchanged (eval mode); returns ``self``."""
         self.eval()
+        if self.aux is not None:
+            self.aux, self.aux_sources = None, []
         for module in list(self.modules()):
             if isinstance(module, (Conv, RepConv, IDetect)):
                 module.fuse()
         return self
 
 
-def build_model(variant: str = "tiny", num_classes: int = 80, *, fused: bool = False) -> YOLOv7:
-    """A fresh :class:`YOLOv7` (fused into its deployment form when ``fused``)."""
-    model = YOLOv7(variant=variant, num_classes=num_classes)
+def build_model(
+    variant: str = "tiny", num_classes: int = 80, *, fused: bool = False, aux_head: bool = False
+) -> YOLOv7:
+    """A fresh :class:`YOLOv7` (fused into its deployment form when ``fused``; with the training-only
+    auxiliary head when ``aux_head``, base variant only)."""
+    model = YOLOv7(variant=variant, num_classes=num_classes, aux_head=aux_head)
     return model.fuse() if fused else model
 
 
@@ -574,6 +634,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fused", action="store_true", help="count the deployment form (after fuse())"
     )
+    parser.add_argument(
+        "--aux-head", action="store_true",
+        help="base only: add the training-only auxiliary head (fuse() removes it)",
+    )  # fmt: skip
     return parser
 
 
@@ -583,8 +647,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         raise UserError(
             f"--num-classes must be >= 1, got {args.num_classes}", fix="e.g. --num-classes 80"
         )
-    model = build_model(args.variant, args.num_classes, fused=args.fused)
+    if args.aux_head and args.variant not in AUX_SOURCES:
+        raise UserError(
+            f"--variant {args.variant} has no auxiliary head", fix="use --variant base or drop it"
+        )
+    model = build_model(args.variant, args.num_classes, fused=args.fused, aux_head=args.aux_head)
     print(layer_table(model))
+    if model.aux is not None:
+        aux_params = count_parameters(model.aux)
+        print(f"auxiliary head (reads layers {model.aux_sources}): {aux_params:,} parameters")
     result = {"parameters": count_parameters(model), "gflops_640": count_flops(model, 640)}
     print(f"parameters: {result['parameters']}")
     print(f"gflops_640: {result['gflops_640']:.1f}")

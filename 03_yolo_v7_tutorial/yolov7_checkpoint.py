@@ -184,7 +184,8 @@ def map_by_order(
     Raises:
         UserError: the counts differ (another architecture or variant).
     """
-    ours = _usable(list(model.state_dict().items()))
+    # our auxiliary head (--aux-head) has no counterpart in the authors' P5 files: left as initialised
+    ours = _usable([(k, v) for k, v in model.state_dict().items() if not k.startswith("aux.")])
     theirs = _usable(theirs)
     if len(ours) != len(theirs):
         raise UserError(
@@ -263,7 +264,9 @@ def load_trained(path: str | Path, *, use_ema: bool = True) -> tuple[nn.Module, 
             "not a checkpoint written by this folder's train.py (no variant / num_classes in it)",
             path=path, fix="pass last.pt or best.pt of a 03_yolo_v7_tutorial run",
         )  # fmt: skip
-    model = build_model(config["variant"], int(config["num_classes"]))
+    model = build_model(
+        config["variant"], int(config["num_classes"]), aux_head=bool(config.get("aux_head"))
+    )
     prefix = "ema." if use_ema else "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
     try:

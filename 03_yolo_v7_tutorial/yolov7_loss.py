@@ -11,9 +11,16 @@ Assignment of the **lead head** (the P5 models ``tiny`` and ``base`` have only t
    ``k_g`` cheapest candidates, ``k_g = max(1, floor(sum of its 10 best IoUs))`` ("dynamic k");
    a prediction claimed by several objects keeps the cheapest one.
 
-The coarse-to-fine assignment of the **auxiliary head** (five cells, 20 best IoUs; the "coarse"
-labels) only exists in the P6 models (W6, E6, D6, E6E) that have that head; it is described in the
-lesson, not used here.
+**Coarse-to-fine, lead guided** (the authors' ``ComputeLossAuxOTA``, used when the model has an
+auxiliary head: ``--aux-head``, base variant only; YOLOv7-tiny and the authors' P5 models have none):
+
+3. The same SimOTA runs a second time on a **wider candidate set**, the object's centre cell and
+   all four neighbours (``aux_offset`` 1.0) with dynamic k from the **20** best IoUs: these are the
+   "coarse" labels. Both assignments are computed from the **lead head's** predictions ("lead
+   guided"): the auxiliary head's own outputs never choose its labels.
+4. The lead head learns from the fine labels, the auxiliary head from the coarse ones, its three
+   terms weighted 0.25: more positives for the earlier layers (higher recall), while the lead
+   head's precise labels stay in charge of what the deployed model outputs.
 
 Loss (the authors' ``ComputeLossOTA``): ``box = 1 - CIoU`` of the matched predictions; objectness is
 BCE against the (detached) IoU on matched cells and 0 elsewhere, weighted (4, 1, 0.4) over P3..P5;
@@ -51,6 +58,10 @@ class LossConfig:
     anchor_t: float = 4.0
     top_k: int = 10
     iou_cost: float = 3.0
+    offset: float = 0.5  # lead (fine): centre cell + the 2 nearest neighbours
+    aux_offset: float = 1.0  # auxiliary (coarse): centre cell + all 4 neighbours
+    aux_top_k: int = 20
+    aux_weight: float = 0.25
 
     @classmethod
     def scaled(cls, variant: str, num_classes: int, image_size: int) -> LossConfig:
@@ -176,17 +187,24 @@ def simota_assign(
     strides: tuple[int, ...],
     num_classes: int,
     config: LossConfig,
+    *,
+    coarse: bool = False,
 ) -> list[Candidates]:
     """Steps 1 and 2: the matched predictions per level (``target`` = the matched object).
 
     Args:
-        preds: per level [N, A, H, W, 5 + C] raw outputs.
+        preds: per level [N, A, H, W, 5 + C] raw outputs of the **lead** head (they price the
+            candidates in both modes).
         targets: [M, 6] ``(image index, class, cx, cy, w, h)`` in input pixels.
         anchors: [L, A, 2] in input pixels.
+        coarse: the auxiliary head's labels (step 3): ``config.aux_offset`` candidates and dynamic
+            k from the ``config.aux_top_k`` best IoUs, instead of ``offset`` / ``top_k``.
     """
+    offset = config.aux_offset if coarse else config.offset
+    top_k = config.aux_top_k if coarse else config.top_k
     per_level = [
         find_candidates(
-            targets, anchors[level], strides[level], tuple(p.shape[2:4]), config.anchor_t
+            targets, anchors[level], strides[level], tuple(p.shape[2:4]), config.anchor_t, offset
         )
         for level, p in enumerate(preds)
     ]
@@ -208,7 +226,7 @@ def simota_assign(
         with torch.no_grad():
             gt_boxes = box_convert(targets[gt_index, 2:6], "cxcywh", "xyxy")
             iou = box_iou(gt_boxes, pred_boxes)  # [G, K]
-            top = iou.topk(min(config.top_k, iou.shape[1]), dim=1).values
+            top = iou.topk(min(top_k, iou.shape[1]), dim=1).values
             dynamic_k = top.sum(1).int().clamp(min=1)  # [G]
             cls_scores = torch.cat(scores).clamp(1e-6, 1 - 1e-6)  # [K, C]
             one_hot = F.one_hot(targets[gt_index, 1].long(), num_classes).float()  # [G, C]
@@ -264,6 +282,9 @@ def simota_assign(
 class YOLOv7Loss:
     """``loss(raw_outputs, targets) -> {"box", "obj", "cls"}`` (each already weighted).
 
+    With 2 L raw maps (lead head, then auxiliary head: a model built with ``aux_head=True``) the
+    auxiliary maps learn from the coarse lead-guided labels, weighted ``config.aux_weight``.
+
     Args:
         anchors: [L, A, 2] anchors in input pixels (``model.head.anchors``).
         strides: (8, 16, 32).
@@ -279,42 +300,57 @@ class YOLOv7Loss:
         self.num_classes = num_classes
         self.config = config
 
+    def level_terms(
+        self, pred: Tensor, m: Candidates, level: int, targets: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Unweighted (box, obj, cls) of one level's map [N, A, H, W, 5 + C] given its matches."""
+        zero = pred.sum() * 0
+        box_loss, cls_loss = zero, zero
+        target_obj = torch.zeros_like(pred[..., 4])
+        if len(m.image):
+            stride = self.strides[level]
+            p = pred[m.image, m.anchor, m.row, m.col]  # [K, 5 + C]
+            xy = p[:, :2].sigmoid() * 2 - 0.5
+            wh = (p[:, 2:4].sigmoid() * 2) ** 2 * m.anchor_wh
+            pred_box = box_convert(torch.cat((xy, wh), 1), "cxcywh", "xyxy")
+            cell = torch.stack((m.col, m.row), 1).to(p.dtype)
+            gt = targets[m.target]
+            gt_box = box_convert(
+                torch.cat((gt[:, 2:4] / stride - cell, gt[:, 4:6] / stride), 1), "cxcywh", "xyxy"
+            )
+            ciou = complete_iou(pred_box, gt_box)
+            box_loss = (1.0 - ciou).mean()
+            target_obj[m.image, m.anchor, m.row, m.col] = (
+                ciou.detach().clamp(0).to(target_obj.dtype)
+            )
+            if self.num_classes > 1:
+                one_hot = F.one_hot(gt[:, 1].long(), self.num_classes).to(p.dtype)
+                cls_loss = F.binary_cross_entropy_with_logits(p[:, 5:], one_hot)
+        obj_loss = LEVEL_BALANCE[level] * F.binary_cross_entropy_with_logits(
+            pred[..., 4], target_obj
+        )
+        return box_loss, obj_loss, cls_loss
+
     def __call__(self, raw: list[Tensor], targets: Tensor) -> dict[str, Tensor]:
-        """raw: per level [N, A * (5 + C), H, W]; targets [M, 6] ``(image, class, cx, cy, w, h)``."""
+        """raw: per level [N, A * (5 + C), H, W] (L maps, or 2 L with the auxiliary head's);
+        targets [M, 6] ``(image, class, cx, cy, w, h)``."""
+        levels = len(self.strides)
+        if len(raw) not in (levels, 2 * levels):
+            raise ValueError(f"expected {levels} or {2 * levels} raw maps, got {len(raw)}")
         anchors = self.anchors.to(raw[0].device)
         preds = split_levels(raw, anchors.shape[1])
-        batch = preds[0].shape[0]
-        matched = simota_assign(
-            preds, targets, anchors, self.strides, self.num_classes, self.config
-        )
-        zero = preds[0].sum() * 0
-        box_loss, obj_loss, cls_loss = zero, zero, zero
-        for level, (pred, m) in enumerate(zip(preds, matched)):
-            target_obj = torch.zeros_like(pred[..., 4])
-            if len(m.image):
-                stride = self.strides[level]
-                p = pred[m.image, m.anchor, m.row, m.col]  # [K, 5 + C]
-                xy = p[:, :2].sigmoid() * 2 - 0.5
-                wh = (p[:, 2:4].sigmoid() * 2) ** 2 * m.anchor_wh
-                pred_box = box_convert(torch.cat((xy, wh), 1), "cxcywh", "xyxy")
-                cell = torch.stack((m.col, m.row), 1).to(p.dtype)
-                gt = targets[m.target]
-                gt_box = box_convert(
-                    torch.cat((gt[:, 2:4] / stride - cell, gt[:, 4:6] / stride), 1),
-                    "cxcywh",
-                    "xyxy",
-                )
-                ciou = complete_iou(pred_box, gt_box)
-                box_loss = box_loss + (1.0 - ciou).mean()
-                target_obj[m.image, m.anchor, m.row, m.col] = (
-                    ciou.detach().clamp(0).to(target_obj.dtype)
-                )
-                if self.num_classes > 1:
-                    one_hot = F.one_hot(gt[:, 1].long(), self.num_classes).to(p.dtype)
-                    cls_loss = cls_loss + F.binary_cross_entropy_with_logits(p[:, 5:], one_hot)
-            obj_loss = obj_loss + LEVEL_BALANCE[level] * F.binary_cross_entropy_with_logits(
-                pred[..., 4], target_obj
-            )
+        lead, aux = preds[:levels], preds[levels:]
+        batch = lead[0].shape[0]
+        args = (lead, targets, anchors, self.strides, self.num_classes, self.config)
+        heads = [(lead, simota_assign(*args), 1.0)]
+        if aux:  # coarse labels, chosen from the lead head's predictions
+            heads.append((aux, simota_assign(*args, coarse=True), self.config.aux_weight))
+        totals = [lead[0].sum() * 0] * 3
+        for maps, matched, weight in heads:
+            for level, (pred, m) in enumerate(zip(maps, matched)):
+                terms = self.level_terms(pred, m, level, targets)
+                totals = [total + weight * term for total, term in zip(totals, terms)]
+        box_loss, obj_loss, cls_loss = totals
         return {
             "box": box_loss * self.config.box * batch,
             "obj": obj_loss * self.config.obj * batch,

@@ -135,3 +135,38 @@ def test_cli_prints_table_parameters_and_gflops(script, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2] == "parameters: 6219709" and lines[-1].startswith("gflops_640: 13.")
     assert result["parameters"] == 6219709 and len(lines) == 78 + 3
+
+
+def test_auxiliary_head_of_base_is_extra_and_training_only():
+    """--aux-head: 3 more raw maps in train mode from layers 75, 63, 51 (P3, P4, P5); the lead
+    head's outputs unchanged; gone after fuse(), leaving the authors' deploy count."""
+    torch.manual_seed(0)
+    plain = build_model("base", 3)
+    model = build_model("base", 3, aux_head=True)
+    missing = model.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("aux.") for k in missing)
+    # hand count: 3x3 Conv + BN per level, then a 1x1 to 3 * (5 + 3) channels with bias
+    stems = sum(c * w * 9 + 2 * w for c, w in ((128, 256), (256, 512), (512, 1024)))
+    assert count_parameters(model.aux) == stems + (256 + 512 + 1024) * 24 + 3 * 24
+    seen = {}
+    for index in (51, 63, 75):
+        model.layers[index].register_forward_hook(lambda m, i, o, k=index: seen.update({k: o}))
+    stem_inputs = []
+    for stem in model.aux.stems:
+        stem.register_forward_hook(lambda m, i, o: stem_inputs.append(i[0]))
+    images = torch.rand(1, 3, 64, 64)
+    raw = model.train()(images)
+    assert len(raw) == 6 and [tuple(r.shape) for r in raw[3:]] == [
+        (1, 24, 8, 8), (1, 24, 4, 4), (1, 24, 2, 2)
+    ]  # fmt: skip
+    assert [s is seen[k] for s, k in zip(stem_inputs, (75, 63, 51))] == [True] * 3
+    plain.train()
+    for ours, theirs in zip(raw[:3], plain(images)):
+        torch.testing.assert_close(ours, theirs)
+    with torch.no_grad():
+        model.eval(), plain.eval()
+        torch.testing.assert_close(model(images), plain(images))
+        model.fuse()
+    assert model.aux is None and len(model.train()(images)) == 3
+    with pytest.raises(ValueError, match="no auxiliary head"):
+        build_model("tiny", 3, aux_head=True)
