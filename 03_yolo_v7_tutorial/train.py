@@ -6,6 +6,8 @@
     python 03_yolo_v7_tutorial/train.py --tracker wandb         # W&B, offline unless logged in
     python 03_yolo_v7_tutorial/train.py --resume                # continue <output-dir>/last.pt
     torchrun --nproc-per-node 2 03_yolo_v7_tutorial/train.py    # DDP (gloo on CPU, nccl on CUDA)
+    python 03_yolo_v7_tutorial/train.py --time-budget 10        # stop before 10 min are past
+    python 03_yolo_v7_tutorial/train.py --variant base --aux-head  # + coarse-to-fine auxiliary head
     python 03_yolo_v7_tutorial/train.py --dry-run               # one batch end to end
 
 Every epoch: mosaic + HSV + flip augmentation, the YOLOv7 assignment and loss (``yolov7_loss.py``),
@@ -19,11 +21,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from yolov7 import VARIANTS, build_model, count_parameters
+from yolov7 import AUX_SOURCES, VARIANTS, build_model, count_parameters
 from yolov7_checkpoint import load_start_weights
 from yolov7_data import YoloSamples, collate, read_split
 from yolov7_loss import LossConfig, YOLOv7Loss
@@ -38,12 +41,14 @@ from yolov7_training import (
 from detseg import engine
 from detseg.cli.common import (
     add_standard_args,
+    positive_float,
     positive_int,
     train_kwargs,
     validate_standard_args,
 )
 from detseg.devices import seed_everything, select_device
-from detseg.engine.distributed import make_loader
+from detseg.engine.budget import train_within_budget
+from detseg.engine.distributed import dist_info, make_loader
 from detseg.errors import UserError, run_cli
 
 EXAMPLE = "03_yolo_v7_tutorial"
@@ -56,6 +61,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     add_standard_args(parser, example=EXAMPLE, epochs=30, batch_size=16, lr=0.01, workers=1)
     parser.add_argument("--variant", choices=list(VARIANTS), default="tiny", help="model size")
+    parser.add_argument(
+        "--aux-head", action="store_true",
+        help="base only: train with an auxiliary head on the coarse, lead-guided labels "
+        "(removed on export)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-budget", type=float, default=None, metavar="MINUTES",
+        help="stop before an epoch that would end past this many minutes of training (wall "
+        "clock; the lr schedule still spans --epochs)",
+    )  # fmt: skip
     parser.add_argument(
         "--image-size", type=int, default=320, help="square input side, multiple of 32"
     )
@@ -98,6 +113,15 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         )
     if args.num_images is not None:
         positive_int(args.num_images, "--num-images")
+    if args.aux_head and args.variant not in AUX_SOURCES:
+        raise UserError(
+            f"--aux-head: --variant {args.variant} has no auxiliary head",
+            fix="use --variant base --aux-head, or drop --aux-head",
+        )
+    if args.time_budget is not None:
+        positive_float(args.time_budget, "--time-budget")
+        if dist_info().world_size > 1:
+            raise UserError("--time-budget works in one process only", fix="drop it under torchrun")
     if args.threads is not None:
         torch.set_num_threads(positive_int(args.threads, "--threads"))
     if args.dry_run and args.num_images is None and args.data_path is None:
@@ -113,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     train_data = read_split(args.data_path, "train", seed=args.seed, num_images=args.num_images)
     val_data = read_split(args.data_path, "val", seed=args.seed, num_images=args.num_images)
     classes = list(train_data.classes)
-    model = build_model(args.variant, len(classes))
+    model = build_model(args.variant, len(classes), aux_head=args.aux_head)
     if args.weights is not None:
         load_start_weights(model, args.weights)
     trainee = WithEMA(model, decay=args.ema_decay)
@@ -146,9 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics, _ = evaluate(trained.ema, val_loader, val_data, device)
         return metrics
 
-    result = engine.train(
-        trainee,
-        loader,
+    kwargs.update(
         optimizer=optimizer,
         device=device,
         lr_scheduler=scheduler,
@@ -159,12 +181,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         warmup_factor=0.01,
         clip_grad_norm=10.0,
         best_metric="fitness",
-        **{**kwargs, "config": config},
+        config=config,
     )
+    start = time.perf_counter()
+    if args.time_budget is None:
+        result = engine.train(trainee, loader, **kwargs)
+    else:
+        result = train_within_budget(trainee, loader, budget_s=args.time_budget * 60, **kwargs)
     final = result["history"][-1]["eval"]
     result.update(
-        parameters=config["parameters"], classes=classes,
-        map50=final["map50"], map=final["map"],
+        parameters=config["parameters"], classes=classes, map50=final["map50"], map=final["map"],
+        epochs_run=len(result["history"]), train_time_s=time.perf_counter() - start,
+    )  # fmt: skip
+    print(
+        f"done in {result['train_time_s']:.0f} s, {result['epochs_run']} epochs: mAP@0.5 "
+        f"{result['map50']:.3f}, mAP@0.5:0.95 {result['map']:.3f}", file=sys.stderr,
     )  # fmt: skip
     return result
 

@@ -17,6 +17,8 @@ CASES = [
     Case("03-train-hsv-1", TRAIN, ["--hsv", "1", "0.5", "0.5", "--dry-run"], "--hsv"),
     Case("03-train-ema-1", TRAIN, ["--ema-decay", "1", "--dry-run"], "--ema-decay"),
     Case("03-train-unknown-variant", TRAIN, ["--variant", "e6e", "--dry-run"], "--variant"),
+    Case("03-train-aux-head-tiny", TRAIN, ["--aux-head", "--dry-run"], "--aux-head"),
+    Case("03-train-negative-budget", TRAIN, ["--time-budget", "-1", "--dry-run"], "--time-budget"),
     # train.py: datasets that are not a YOLO export
     Case(
         "03-train-missing-data-path",

@@ -54,11 +54,37 @@ def test_train_writes_checkpoints_metrics_and_csv(trained):
     assert int(checkpoint["model"]["updates"]) == 3  # EMA updated after each optimizer step
 
 
-def test_resume_continues_exactly(script, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, shared_data) -> tuple[dict, Path]:
+    """A 2-epoch run never interrupted: what the resumed runs must equal."""
+    out = tmp_path_factory.mktemp("ex03-straight")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETSEG_SMOKE", "1")
+        patch.setenv("DETSEG_DATA", str(shared_data))
+        torch.set_num_threads(1)
+        result = load_script(FOLDER, "train").main(
+            [*SHORT, "--epochs", "2", "--output-dir", str(out)]
+        )
+    torch.set_num_threads(threads)
+    return result, out
+
+
+def assert_same_run(resumed: dict, path: Path, straight: tuple[dict, Path]) -> None:
+    """Same weights, EMA and optimizer state bit for bit, same scheduler, same epoch-2 metrics."""
+    a, b = load_checkpoint(straight[1] / "last.pt"), load_checkpoint(path / "last.pt")
+    assert int(b["model"]["updates"]) == 6  # EMA counter carried over the restart
+    for name in a["model"]:
+        torch.testing.assert_close(b["model"][name], a["model"][name], atol=0, rtol=0, msg=name)
+    assert b["lr_scheduler"] == a["lr_scheduler"]
+    assert resumed["history"][1]["train"] == straight[0]["history"][1]["train"]
+    assert resumed["history"][1]["eval"] == straight[0]["history"][1]["eval"]
+
+
+def test_resume_continues_exactly(script, tmp_path, monkeypatch, straight):
     """Kill a 2-epoch run during epoch 2 (after epoch 1's checkpoint), resume it, and compare
-    with the same run never interrupted: same weights, EMA and optimizer state, bit for bit."""
+    with the same run never interrupted."""
     train = script("train")
-    straight = train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "a")])
     real_evaluate, calls = train.evaluate, []
 
     def dying(*args, **kwargs):
@@ -74,13 +100,62 @@ def test_resume_continues_exactly(script, tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
     resumed = train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "b"), "--resume"])
     assert [h["steps"] for h in resumed["history"]] == [3, 3]  # the resumed process trained 3 steps
-    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    assert int(b["model"]["updates"]) == 6  # EMA counter carried over the restart
-    for name in a["model"]:
-        torch.testing.assert_close(b["model"][name], a["model"][name], atol=0, rtol=0, msg=name)
-    assert b["lr_scheduler"] == a["lr_scheduler"]
-    assert resumed["history"][1]["train"] == straight["history"][1]["train"]
-    assert resumed["history"][1]["eval"] == straight["history"][1]["eval"]
+    assert_same_run(resumed, tmp_path / "b", straight)
+
+
+def test_time_budget_stops_early_then_resume_equals_the_full_run(
+    script, tmp_path, capsys, straight
+):
+    """--time-budget (detseg.engine.budget): a budget spent by epoch 1 stops a 2-epoch run there,
+    with a note; --resume then trains only epoch 2 and ends where the uninterrupted run ends (the
+    cosine schedule spans all --epochs either way)."""
+    train = script("train")
+    out = tmp_path / "budget"
+    stopped = train.main(
+        [*SHORT, "--epochs", "2", "--output-dir", str(out), "--time-budget", "1e-6"]
+    )
+    assert stopped["stopped_early"] and stopped["epochs_run"] == 1
+    assert "stopped after epoch 1 of 2" in capsys.readouterr().err
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    torch.testing.assert_close(
+        stopped["history"][0]["train"]["loss"], straight[0]["history"][0]["train"]["loss"]
+    )
+    resumed = train.main(
+        [*SHORT, "--epochs", "2", "--output-dir", str(out), "--resume", "--time-budget", "60"]
+    )
+    assert "stopped_early" not in resumed and resumed["epochs_run"] == 2
+    assert_same_run(resumed, out, straight)
+
+
+def test_train_with_auxiliary_head_end_to_end(script, tmp_path, monkeypatch):
+    """--aux-head through train.py: 6 raw maps into the loss, the auxiliary weights trained and
+    saved, rebuilt by load_trained, dropped by export. The base model's real head is too heavy for
+    a smoke test (its checkpoint alone is 0.5 GB), so the same wiring is lent to tiny here: P3 from
+    its last top-down ELAN (57), P4 from the top-down ELAN (47), P5 from SPP (37)."""
+    import yolov7
+    from yolov7_checkpoint import load_trained
+
+    from detseg.devices import seed_everything
+
+    monkeypatch.setitem(yolov7.AUX_SOURCES, "tiny", ((57, 47, 37), (64, 128, 256)))
+    train, export = script("train"), script("export")
+    out = tmp_path / "aux"
+    result = train.main([*SHORT, "--epochs", "1", "--output-dir", str(out), "--aux-head"])
+    assert result["history"][0]["steps"] == 3
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["config"]["aux_head"] is True
+    seed_everything(3)
+    initial = yolov7.build_model("tiny", 3, aux_head=True).state_dict()
+    aux_keys = [
+        k for k in initial if k.startswith("aux.") and k.endswith("weight") and "bn" not in k
+    ]
+    assert len(aux_keys) == 6  # 3 stem convolutions + 3 predictions
+    for key in aux_keys:  # every auxiliary convolution got gradient and moved
+        assert not torch.equal(checkpoint["model"][f"model.{key}"], initial[key]), key
+    model, _ = load_trained(out / "last.pt")
+    assert model.aux is not None and len(model.train()(torch.rand(1, 3, 64, 64))) == 6
+    exported = export.main(["--weights", str(out / "last.pt"), "--dry-run"])
+    assert exported["max_abs_diff"] <= 1e-4
 
 
 class Oracle(torch.nn.Module):
