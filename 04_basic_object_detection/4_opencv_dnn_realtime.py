@@ -157,16 +157,65 @@ stream = run_loop("synthetic", annotate, writer_path=OUT / "stream.avi",
 print(f"{stream['frames']} frames at {stream['fps']:.1f} FPS -> {stream['output']}")
 
 # %% [markdown]
+# ## The seed's Caffe MobileNet-SSD (VOC) on OpenCV DNN
+#
+# The seed ran chuanqi305's MobileNet-SSD (MobileNet v1 + SSD, 20 VOC classes + background,
+# 300 x 300, BatchNorm folded into the convolutions) with `cv2.dnn.readNetFromCaffe`. Its deploy
+# prototxt is in this folder, written by `caffe_mobilenet_ssd.py` from three tables (backbone,
+# extra layers, the six predicting maps with their default-box sizes). The published weights come
+# from a URL once (SHA-1-checked) into the torch hub cache; offline we write a `.caffemodel` with
+# random weights for the same prototxt (Caffe's protobuf, encoded by hand), which exercises every
+# layer, but its detections mean nothing.
+
+# %%
+import caffe_mobilenet_ssd as caffe_ssd
+
+if caffe_ssd.weights_path().is_file():
+    caffemodel, published = caffe_ssd.weights_path(), True
+else:
+    print("offline: random weights (the published file goes to", caffe_ssd.weights_path(), ")")
+    caffemodel = caffe_ssd.random_caffemodel(OUT / "random.caffemodel", conf_bias={15: 4.0})
+    published = False
+net = caffe_ssd.load_net(caffemodel)
+net.setInput(caffe_ssd.to_blob(frames[0]))
+out, loc, conf, priors = net.forward(
+    ["detection_out", "mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
+)
+print("detection_out", out.shape, "(image, label, score, x0, y0, x1, y1), normalised")
+
+# %% [markdown]
+# The last two layers are plain numpy in `caffe_mobilenet_ssd`: `prior_boxes` (SSD's default boxes,
+# 1917 at 300 px: 19 x 19 x 3 + (10 x 10 + 5 x 5 + 3 x 3 + 2 x 2 + 1) x 6) and `detection_output`
+# (decode with the variances 0.1 / 0.2, per-class threshold, top-k and NMS). Both equal OpenCV's.
+
+# %%
+np.testing.assert_allclose(priors[0, 0].reshape(-1, 4), caffe_ssd.prior_boxes(), atol=1e-6)
+mine = caffe_ssd.detection_output(loc[0], conf[0])[0, 0]
+theirs = out[0, 0][out[0, 0, :, 1] >= 1]  # OpenCV pads with rows of zeros
+mine, theirs = (rows[np.lexsort((rows[:, 3], -rows[:, 2]))] for rows in (mine, theirs))
+np.testing.assert_allclose(mine, theirs, atol=1e-5)  # same rows, in the same order
+print(f"{len(caffe_ssd.prior_boxes())} priors and {len(mine)} detections equal to OpenCV's")
+found = caffe_ssd.decode_detection_out(out, frames[0].shape[:2], score_threshold=0.5)
+print([caffe_ssd.VOC_CLASSES[label] for label in found["labels"][:5]],
+      "(meaningful with the published weights only)" if not published else "")  # fmt: skip
+caffe_fps = time_predictors([caffe_ssd.caffe_predictor(caffemodel)], frames_320)
+fps = caffe_fps["mobilenet-ssd caffe, opencv"]["fps"]
+print(f"MobileNet-SSD (Caffe, 300 px) on OpenCV DNN: {fps:.1f} FPS")
+
+# %% [markdown]
 # ## Summary
 #
 # - Export the part of a detector that is a fixed-size tensor program; keep the data-dependent part
 #   (decoding, NMS) in one small, tested function.
 # - The three runtimes agree to float precision, so their detections match one to one.
+# - A Caffe model is a prototxt (the layers) plus a binary of named weight blobs; OpenCV runs both,
+#   including SSD's own `PriorBox` and `DetectionOutput` layers, which are a few lines of numpy.
 #
 # ## Exercises
 #
 # 1. Export at width 1.0 and compare FPS.
 # 2. `python detect_video.py --source 0 --weights <best.pt> --runtime opencv --show` on a webcam.
+# 3. With the published weights: `python detect_image.py photo.jpg --model mobilenet_ssd_caffe`.
 
 # %%
 print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.0f} s")
