@@ -74,13 +74,20 @@ def build_pretrained(name: str, *, load_weights: bool = True) -> tuple[nn.Module
 
 
 def build_ssdlite320(
-    num_classes: int, *, width_mult: float = 1.0, score_thresh: float = 0.001, **_: Any
+    num_classes: int,
+    *,
+    width_mult: float = 1.0,
+    anchor_scales: tuple[float, float] = (0.2, 0.95),
+    score_thresh: float = 0.001,
+    **_: Any,
 ) -> nn.Module:
     """SSDlite320-MobileNetV3-Large with ``num_classes`` (incl. background), random weights.
 
     The same construction as ``torchvision.models.detection.ssdlite320_mobilenet_v3_large`` (reduced
-    tail, normal init, BatchNorm eps 0.001 momentum 0.03, 6 maps, aspect ratios 2 and 3, scales
-    0.2-0.95), with the backbone's ``width_mult`` exposed.
+    tail, normal init, BatchNorm eps 0.001 momentum 0.03, 6 maps, aspect ratios 2 and 3), with the
+    backbone's ``width_mult`` and the default boxes' ``anchor_scales`` exposed: SSD's smallest and
+    largest box side as a fraction of the 320 px input, spread linearly over the 6 maps (the
+    paper's 0.2-0.95 suit COCO; the built-in shapes are 0.05-0.5 of the image).
     """
     from torchvision.models.detection import _utils as det_utils
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
@@ -98,7 +105,8 @@ def build_ssdlite320(
     _normal_init(backbone)
     extractor = _mobilenet_extractor(backbone, 6, norm_layer)
     size = (320, 320)
-    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    low, high = anchor_scales
+    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=low, max_ratio=high)
     out_channels = det_utils.retrieve_out_channels(extractor, size)
     head = SSDLiteHead(out_channels, anchors.num_anchors_per_location(), num_classes, norm_layer)
     return SSD(

@@ -258,6 +258,7 @@ class LossWeights:
     box: float = 1.0
     label: float = 1.0
     giou: float = 0.0  # > 0 adds giou * (1 - GIoU) to the box loss (``--box-loss mse+giou``)
+    l1: bool = False  # L1 instead of the seed's MSE on the corners (``--box-loss l1+giou``)
 
 
 def ordered(boxes: Tensor) -> Tensor:
@@ -274,7 +275,8 @@ def make_step(cached: bool, weights: LossWeights | None = None) -> Callable[...,
     def step(model: TwoHeadDetector, batch: Any, device: torch.device) -> dict[str, Tensor]:
         inputs, boxes, labels = (item.to(device) for item in batch)
         predicted_boxes, logits = model.heads(inputs) if cached else model(inputs)
-        loss_box = nn.functional.mse_loss(predicted_boxes, boxes)
+        distance = nn.functional.l1_loss if weights.l1 else nn.functional.mse_loss
+        loss_box = distance(predicted_boxes, boxes)
         if weights.giou > 0:
             from torchvision.ops import generalized_box_iou_loss
 
@@ -358,11 +360,18 @@ class WholeImages(Dataset):
     Every image is read and resized once at construction (uint8, ``side`` x ``side``).
     """
 
-    def __init__(self, dataset: DetectionDataset, side: int = 128) -> None:
+    def __init__(self, dataset: DetectionDataset, side: int = 128, *, boxes: bool = False) -> None:
         self.images = np.stack(
             [letterless_resize(read_image(dataset.image_path(r)), side) for r in dataset.records]
         )
         self.labels = torch.tensor([int(r.labels[0]) for r in dataset.records])
+        # with ``boxes``: items are (image, (label, box xyxy normalised)) for the locating task
+        self.boxes = (
+            torch.tensor(np.stack([np.asarray(r.boxes[0], np.float32) /
+                                   np.float32([r.width, r.height, r.width, r.height])
+                                   for r in dataset.records]))
+            if boxes else None
+        )  # fmt: skip
         spec = BACKBONES["small"]
         self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
         self.std = torch.tensor(spec["std"]).view(3, 1, 1)
@@ -370,9 +379,12 @@ class WholeImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Any]:
         image = torch.from_numpy(self.images[index]).permute(2, 0, 1).float() / 255.0
-        return (image - self.mean) / self.std, self.labels[index]
+        image = (image - self.mean) / self.std
+        if self.boxes is None:
+            return image, self.labels[index]
+        return image, (self.labels[index], self.boxes[index])
 
 
 def pretrain_sets(task: str, num_images: int | None, seed: int) -> tuple[Dataset, Dataset, int]:
@@ -389,12 +401,16 @@ def pretrain_sets(task: str, num_images: int | None, seed: int) -> tuple[Dataset
     cut = max(1, len(images) // 5)
     subset = [replace(images, records=[images.records[i] for i in part]) for part in
               (indices[cut:], indices[:cut])]  # fmt: skip
-    return WholeImages(subset[0]), WholeImages(subset[1]), len(images.classes)
+    boxes = task == "other_images_boxes"
+    return (WholeImages(subset[0], boxes=boxes), WholeImages(subset[1], boxes=boxes),
+            len(images.classes))  # fmt: skip
 
 
 PRETRAIN_TASKS = {
     "shape_crops": "classify shapes cut out of the built-in shapes scenes (5 classes)",
     "other_images": "classify 600 other built-in single_object images (data seed 1; 3 classes)",
+    "other_images_boxes": "classify and locate (box of the object, from the grid features) 600 "
+    "other built-in single_object images (data seed 1; 3 classes)",
 }
 
 
@@ -410,23 +426,32 @@ def pretrain_small_backbone(
     """Train :class:`SmallBackbone` on a built-in classification task (:data:`PRETRAIN_TASKS`).
 
     The stand-in for ImageNet pretraining: a classification task on other images than the detector's.
+    ``other_images_boxes`` also asks where the object is: a linear layer on the flattened 4 x 4
+    grid (dropped after pretraining, never part of the backbone's weights) regresses its box with
+    L1 + (1 - GIoU), so the frozen features keep position, as a detection-pretrained backbone does.
     Returns the backbone (eval mode) and ``{"crop_accuracy" (held-out accuracy of the task),
-    "seconds", "train_crops" (training items)}``.
+    "seconds", "train_crops" (training items)}`` (+ ``"box_iou"``, held out, when locating).
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     train_set, val_set, num_classes = pretrain_sets(task, num_images, seed)
     backbone = SmallBackbone(num_pretrain_classes=num_classes)
-    optimizer = torch.optim.Adam(backbone.parameters(), lr=3e-3)
+    locating = task == "other_images_boxes"
+    locator = nn.Sequential(nn.Linear(backbone.out_features, 4), nn.Sigmoid())
+    parameters = [*backbone.parameters(), *(locator.parameters() if locating else [])]
+    optimizer = torch.optim.Adam(parameters, lr=3e-3)
     loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=generator)
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total)
     steps = 0
     backbone.train()
     for epoch in range(epochs):
-        for crops, labels in loader:
+        for crops, targets in loader:
+            labels = targets[0] if locating else targets
             loss = nn.functional.cross_entropy(backbone.classify(crops), labels)
+            if locating:
+                loss = loss + locate_loss(locator(backbone(crops)), targets[1])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -438,16 +463,29 @@ def pretrain_small_backbone(
         if steps >= total:
             break
     backbone.eval()
-    hits = []
+    hits, ious = [], []
     with torch.no_grad():
-        for crops, labels in DataLoader(val_set, batch_size=128):
+        for crops, targets in DataLoader(val_set, batch_size=128):
+            labels = targets[0] if locating else targets
             hits.append((backbone.classify(crops).argmax(1) == labels).double())
+            if locating:
+                ious.append(paired_iou(ordered(locator(backbone(crops))).double(),
+                                       targets[1].double()))  # fmt: skip
     accuracy = float(torch.cat(hits).mean())
     return backbone, {
         "crop_accuracy": accuracy,
         "seconds": time.perf_counter() - start,
         "train_crops": len(train_set),
+        **({"box_iou": float(torch.cat(ious).mean())} if locating else {}),
     }
+
+
+def locate_loss(predicted: Tensor, boxes: Tensor) -> Tensor:
+    """L1 + (1 - GIoU) between ``[N, 4]`` predicted and true boxes (xyxy, normalised)."""
+    from torchvision.ops import generalized_box_iou_loss
+
+    l1 = nn.functional.l1_loss(predicted, boxes)
+    return l1 + generalized_box_iou_loss(ordered(predicted), boxes, reduction="mean")
 
 
 def small_backbone_path(runs: Path, task: str, seed: int, epochs: int, smoke: bool) -> Path:

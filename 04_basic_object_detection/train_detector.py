@@ -39,8 +39,21 @@ from detseg.errors import UserError, run_cli
 EXAMPLE = "04_basic_object_detection"
 # per model: the defaults the README's runs measured (flags override them)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "ssdlite320": {"epochs": 30, "batch_size": 16, "lr": 0.05, "width_mult": 0.5},
-    "retinanet_small": {"epochs": 12, "batch_size": 8, "lr": 0.01, "width_mult": None},
+    "ssdlite320": {
+        "epochs": 30,
+        "batch_size": 16,
+        "lr": 0.05,
+        "width_mult": 0.5,
+        "anchor_scales": (0.2, 0.95),
+        "optimizer": "sgd",
+    },
+    "retinanet_small": {
+        "epochs": 12,
+        "batch_size": 8,
+        "lr": 0.01,
+        "width_mult": None,
+        "optimizer": "sgd",
+    },
 }
 
 
@@ -59,6 +72,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num-images", type=int, default=None, help="built-in images (1000)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held out (JSON / VOC)")
+    parser.add_argument(
+        "--anchor-scales",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="ssdlite320 default-box sides as fractions of the input (paper: 0.2 0.95)",
+    )
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default=None)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=4e-5)
     parser.add_argument("--warmup-iters", type=int, default=100)
@@ -94,6 +116,14 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(
             f"--image-size must be in [64, 1333], got {args.image_size}", fix="e.g. 256"
         )
+    if (
+        args.anchor_scales is not None
+        and not 0 < args.anchor_scales[0] < args.anchor_scales[1] <= 1
+    ):
+        raise UserError(
+            f"--anchor-scales must be 0 < MIN < MAX <= 1, got {args.anchor_scales}",
+            fix="e.g. 0.05 0.6",
+        )
     if args.time_budget is not None and not args.time_budget > 0:
         raise UserError(f"--time-budget must be > 0, got {args.time_budget}", fix="e.g. 10")
     return args
@@ -102,7 +132,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 def model_options(config: dict[str, Any]) -> dict[str, Any]:
     """Builder keywords from a run's config (what the checkpoint needs to rebuild the model)."""
     if config["model"] == "ssdlite320":
-        return {"width_mult": config["width_mult"]}
+        # runs saved before --anchor-scales existed used the paper's scales
+        scales = tuple(config.get("anchor_scales") or (0.2, 0.95))
+        return {"width_mult": config["width_mult"], "anchor_scales": scales}
     return {"image_size": config["image_size"]}
 
 
@@ -158,9 +190,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         val_set, batch_size=args.batch_size, shuffle=False, collate_fn=detection_collate
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
-    )
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+        )
     steps = (1 if args.dry_run else args.epochs) * max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + torch.cos(torch.tensor(step / steps * torch.pi)).item())

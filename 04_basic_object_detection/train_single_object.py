@@ -103,7 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--box-loss",
-        choices=("mse", "mse+giou"),
+        choices=("mse", "mse+giou", "l1+giou"),
         default="mse+giou",
         help="mse: the seed's MSE on the normalised corners; mse+giou adds 1 - GIoU (held-out IoU "
         "0.718 vs 0.695, README)",
@@ -187,9 +187,10 @@ def small_backbone(args: argparse.Namespace, log: Any) -> tuple[SmallBackbone, d
     save_checkpoint({"model": backbone.state_dict(), "pretrain": stats}, path)
     backbone.grid, backbone.pool = args.feature_grid, torch.nn.AdaptiveAvgPool2d(args.feature_grid)
     backbone.out_features = 128 * args.feature_grid**2
+    located = f", box IoU {stats['box_iou']:.3f}" if "box_iou" in stats else ""
     log(
-        f"small backbone: held-out accuracy {stats['crop_accuracy']:.3f} on {args.pretrain_task} after "
-        f"{stats['seconds']:.0f} s; saved to {path}"
+        f"small backbone: held-out accuracy {stats['crop_accuracy']:.3f}{located} on "
+        f"{args.pretrain_task} after {stats['seconds']:.0f} s; saved to {path}"
     )
     return backbone, {**stats, "cached": None}
 
@@ -250,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         optimizer=optimizer,
         device=device,
         step_fn=make_step(
-            args.cached_features, LossWeights(giou=1.0 if args.box_loss == "mse+giou" else 0.0)
+            args.cached_features,
+            LossWeights(giou=0.0 if args.box_loss == "mse" else 1.0, l1=args.box_loss == "l1+giou"),
         ),
         evaluate_fn=evaluate,
         best_metric="mean_iou",

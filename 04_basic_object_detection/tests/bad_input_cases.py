@@ -38,6 +38,8 @@ CASES = [
     Case("04-det-train-width", TRAIN, ["--width-mult", "0", "--dry-run"], "--width-mult"),
     Case("04-det-train-image-size", TRAIN, ["--image-size", "10", "--dry-run"], "--image-size"),
     Case("04-det-train-budget", TRAIN, ["--time-budget", "-1", "--dry-run"], "--time-budget"),
+    Case("04-det-train-anchor-scales", TRAIN, ["--anchor-scales", "0.6", "0.05", "--dry-run"],
+         "--anchor-scales"),
     Case("04-det-train-unknown-model", TRAIN, ["--model", "yolo9000"], "--model"),
     Case("04-det-train-text-data", TRAIN, ["--data-path", "{tmp}/f.txt", "--dry-run"],
          "{tmp}/f.txt", {"f.txt": "text"}),

@@ -145,3 +145,19 @@ def test_coco_scores_equal_pycocotools_on_fixed_predictions(tmp_path: Path) -> N
     assert 0.1 < mine["bbox_AP50"] < 1.0
     assert mine["bbox_AP"] == pytest.approx(evaluator.stats[0], abs=1e-9)
     assert mine["bbox_AP50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
+
+
+def test_anchor_scales_reach_the_default_boxes_and_old_checkpoints_keep_the_papers(script) -> None:
+    from detection_zoo import build_trainable
+    from detector_body import DecodeConfig
+
+    train = script("train_detector")
+    sides = {}
+    for scales in ([0.05, 0.6], None):  # None: a config saved before --anchor-scales existed
+        config = {"model": "ssdlite320", "width_mult": 0.25, "anchor_scales": scales}
+        model = build_trainable("ssdlite320", 6, **train.model_options(config)).eval()
+        anchors = DecodeConfig.from_ssd(model).anchors
+        sides[str(scales)] = float((anchors[:, 2] - anchors[:, 0]).min())
+    # smallest box: the first map's scale times 320 px, narrowed by the 3:1 ratio
+    assert sides["[0.05, 0.6]"] == pytest.approx(0.05 * 320 / 3**0.5, rel=1e-3)
+    assert sides["None"] == pytest.approx(0.2 * 320 / 3**0.5, rel=1e-3)

@@ -152,3 +152,39 @@ def test_giou_box_loss_adds_to_the_seeds_mse() -> None:
     expected = generalized_box_iou_loss(ordered(predicted), batch[1], reduction="mean")
     torch.testing.assert_close(both["loss_box"] - seed["loss_box"], expected)
     torch.testing.assert_close(both["loss_class"], seed["loss_class"])
+
+
+def test_l1_giou_box_loss_by_hand() -> None:
+    from single_object_detector import LossWeights, make_step, ordered
+    from torchvision.ops import generalized_box_iou_loss
+
+    torch.manual_seed(0)
+    model = TwoHeadDetector(SmallBackbone(), num_classes=3).eval()
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.3, 0.2, 0.9, 0.8]])
+    batch = (torch.rand(2, 2048), boxes, torch.tensor([0, 2]))
+    loss = make_step(True, LossWeights(giou=1.0, l1=True))(model, batch, torch.device("cpu"))
+    predicted, _ = model.heads(batch[0])
+    l1 = (predicted - boxes).abs().mean()
+    giou = generalized_box_iou_loss(ordered(predicted), boxes, reduction="mean")
+    torch.testing.assert_close(loss["loss_box"], l1 + giou)
+
+
+def test_locating_pretraining_task_gives_boxes_and_keeps_the_backbone_weights() -> None:
+    from single_object_detector import pretrain_sets, pretrain_small_backbone
+
+    train, _, classes = pretrain_sets("other_images_boxes", 16, seed=0)
+    image, (label, box) = train[0]
+    assert classes == 3 and image.shape == (3, 128, 128) and 0 <= int(label) < 3
+    assert box.shape == (4,) and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
+    backbone, stats = pretrain_small_backbone(
+        task="other_images_boxes", num_images=16, epochs=1, max_steps=1, log=lambda text: None
+    )
+    assert 0 <= stats["box_iou"] <= 1 and 0 <= stats["crop_accuracy"] <= 1
+    # the locating layer is dropped: the weights load into a plain backbone
+    assert set(backbone.state_dict()) == set(SmallBackbone(num_pretrain_classes=3).state_dict())
+    plain, plain_stats = pretrain_small_backbone(
+        task="other_images", num_images=16, epochs=1, max_steps=1, log=lambda text: None
+    )
+    assert "box_iou" not in plain_stats
+    # the box loss changed the one step's gradient: different weights from the same start
+    assert not torch.equal(backbone.body[0].weight, plain.body[0].weight)
