@@ -12,8 +12,8 @@ Writes into ``--output-dir`` (default ``runs/06_rcnn_tensorflow/rcnn_dataset``):
 - ``dataset.json``: counts per label and split, rules, the search used and its CPU time.
 
 Positives IoU >= 0.7 (at most 30 per image, plus the ground truth), negatives IoU < 0.05 (at most
-10), regression-only samples 0.6 <= IoU < 0.7 (at most 10): the seed notebook's rules, with R-CNN's
-regression set added. Images are searched in ``--workers`` processes.
+10): the seed notebook's rules; R-CNN's part negatives 0.05 <= IoU < 0.3 (at most 10; ``--max-part-negative
+0`` gives the seed's rules) and its regression-only samples 0.6 <= IoU < 0.7 (at most 10). Images are searched in ``--workers`` processes.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-part-negative",
         type=int,
-        default=0,
-        help="R-CNN's extra negatives with 0.05 <= IoU < 0.3 per image (0: the seed's rules)",
+        default=10,
+        help="R-CNN's part negatives (0.05 <= IoU < 0.3) per image; 0 gives the seed's rules",
     )
     group.add_argument(
         "--workers", type=int, default=2, help="processes running the search (0: in this one)"

@@ -1,15 +1,17 @@
 """R-CNN's training set: region proposals labelled by their IoU with the ground truth.
 
-For every training image (seed notebook's rules, R-CNN paper's regression set):
+For every training image (the seed notebook's positives and negatives, R-CNN's part negatives and
+regression set):
 
 - **positive** (label 1): a proposal with IoU >= ``positive_iou`` (0.7) with some raccoon, at most
   ``max_positive`` per image; the ground-truth boxes themselves are added as positives;
 - **negative** (label 0): a proposal whose IoU with every raccoon is < ``negative_iou`` (0.05), at
   most ``max_negative`` per image;
 - **part negative** (label 0, R-CNN's rule, not the seed's): ``negative_iou`` <= IoU <
-  ``part_negative_iou`` (0.3), at most ``max_part_negative`` per image (default 0 = the seed): parts
-  of a raccoon and boxes much larger than it, which a classifier trained only on IoU < 0.05
-  negatives scores as raccoons;
+  ``part_negative_iou`` (0.3), at most ``max_part_negative`` per image (default 10; 0 gives the
+  seed's rules, :data:`SEED_RULES`): parts of a raccoon and boxes much larger than it, which a
+  classifier trained only on IoU < 0.05 negatives scores as raccoons (mAP@0.5 with either rule
+  in the folder README);
 - **regression only** (label -1): ``regression_iou`` (0.6) <= IoU < ``positive_iou``, at most
   ``max_regression``; the classifier never sees them, the box-regression head trains on them
   together with the positives (R-CNN trains its regressor on proposals with IoU >= 0.6).
@@ -37,7 +39,8 @@ from detseg.boxes import box_iou
 
 @dataclass(frozen=True)
 class LabelRules:
-    """IoU thresholds and per-image caps (defaults: the seed notebook, R-CNN for regression)."""
+    """IoU thresholds and per-image caps (defaults: the seed notebook plus R-CNN's part negatives
+    and regression set; :data:`SEED_RULES` drops the part negatives)."""
 
     positive_iou: float = 0.7
     negative_iou: float = 0.05
@@ -46,8 +49,11 @@ class LabelRules:
     max_negative: int = 10
     max_regression: int = 10
     part_negative_iou: float = 0.3
-    max_part_negative: int = 0
+    max_part_negative: int = 10
     include_gt: bool = True
+
+
+SEED_RULES = LabelRules(max_part_negative=0)  # the seed notebook's: no part negatives
 
 
 def crop_boxes(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:

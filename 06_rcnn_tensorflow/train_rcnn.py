@@ -5,7 +5,8 @@
     python 06_rcnn_tensorflow/train_rcnn.py --resume                # continue from last.keras
     python 06_rcnn_tensorflow/train_rcnn.py --dry-run               # a few images, one step
 
-Steps: (1) the region dataset of ``build_dataset.py`` (built first when ``--dataset-dir`` has none);
+Steps: (1) the region dataset of ``build_dataset.py`` (built first when ``--dataset-dir`` has none,
+relabelled when it was built with other rules; default labelling: R-CNN's, with part negatives);
 (2) the classifier (no_raccoon / raccoon) trained with augmentation, ``last.keras`` and
 ``best.keras`` written atomically every epoch; (3) detection on the validation images: proposals +
 classifier + ``--score-threshold`` + NMS, mAP@0.5 by :mod:`detseg.metrics`; (4) R-CNN's box
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 from build_dataset import add_data_args, check_args, default_dataset_dir, load_proposals
 from racoon_data import load_image, load_racoon
+from rcnn_dataset import LabelRules, rules_dict
 from rcnn_detection import detect, evaluate_detections
 from rcnn_models import BACKBONES, build_classifier, keras_module, save_model_atomic
 from rcnn_training import fit_bbox_head, fit_classifier
@@ -53,7 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--dataset-dir",
         type=Path,
         default=None,
-        help="build_dataset.py output to use (built there first if it has no samples.npz; "
+        help="build_dataset.py output to use (built there first if it has no samples.npz, "
+        "relabelled if its rules differ; "
         "default runs/06_rcnn_tensorflow/rcnn_dataset)",
     )
     parser.add_argument("--score-threshold", type=float, default=0.5, help="detection threshold")
@@ -94,11 +97,28 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def dataset_matches(summary: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether a built dataset (its ``dataset.json``) was made with this run's search, crop size
+    and labelling rules."""
+    rules = LabelRules(
+        max_positive=args.max_positive,
+        max_negative=args.max_negative,
+        max_part_negative=args.max_part_negative,
+    )
+    wanted = {"proposals": args.proposals, "mode": args.mode, "crop_size": args.crop_size}
+    return summary.get("rules") == rules_dict(rules) and all(
+        summary.get(key) == value for key, value in wanted.items()
+    )
+
+
 def ensure_dataset(args: argparse.Namespace) -> dict[str, Any]:
-    """The region dataset's summary; built by ``build_dataset.py`` when it is not there yet."""
+    """The region dataset's summary; built by ``build_dataset.py`` when it is not there yet, or
+    relabelled when it was built with other rules (the proposals are reused, no new search)."""
     summary_file = Path(args.dataset_dir) / "dataset.json"
     if (Path(args.dataset_dir) / "samples.npz").is_file() and summary_file.is_file():
-        return json.loads(summary_file.read_text())
+        summary = json.loads(summary_file.read_text())
+        if dataset_matches(summary, args):
+            return summary
     from build_dataset import main as build
 
     argv = ["--output-dir", str(args.dataset_dir), "--proposals", args.proposals, "--mode", args.mode,
@@ -152,12 +172,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     began = time.perf_counter()
     summary = ensure_dataset(args)
     data = np.load(Path(args.dataset_dir) / "samples.npz")
-    if data["crops"].shape[1] != args.crop_size:
-        raise UserError(
-            f"the dataset's crops are {data['crops'].shape[1]} px, --crop-size is {args.crop_size}",
-            path=Path(args.dataset_dir) / "samples.npz",
-            fix="pass the same --crop-size, or another --dataset-dir",
-        )
     labels, split = data["labels"], data["split"]
     train_rows = np.flatnonzero((split == 0) & (labels >= 0))
     val_rows = np.flatnonzero((split == 1) & (labels >= 0))

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from rcnn_dataset import LabelRules, crop_boxes, jittered_boxes, label_proposals
+from rcnn_dataset import SEED_RULES, LabelRules, crop_boxes, jittered_boxes, label_proposals
 from rcnn_detection import evaluate_detections
 from rcnn_models import (
     build_classifier,
@@ -45,18 +45,30 @@ def test_label_proposals_follows_the_rules():
         [[0, 0, 100, 90],  # IoU 0.90: positive
          [0, 0, 100, 65],  # 0.65: regression only
          [0, 0, 100, 50],  # 0.50: dropped
+         [0, 0, 100, 20],  # 0.20: part negative (R-CNN's rule, the default)
+         [0, 0, 100, 4],  # 0.04: negative
          [200, 200, 250, 250],  # 0: negative
-         [98, 98, 200, 200]],  # 4 / (10000 + 10404 - 4): negative
+         [-100, -100, 200, 200]],  # 10000 / 90000: part negative (a box 9x the raccoon's)
         np.float32,
     )  # fmt: skip
     out = label_proposals(proposals, gt, LabelRules(), np.random.default_rng(0))
-    assert out["labels"].tolist() == [1, 1, 0, 0, -1]  # ground truth first, then by group
-    np.testing.assert_allclose(out["ious"], [1.0, 0.9, 0.0, 4 / 20400, 0.65], atol=1e-5)
+    # ground truth first, then by group: positives, negatives, part negatives, regression only
+    assert out["labels"].tolist() == [1, 1, 0, 0, 0, 0, -1]
+    np.testing.assert_allclose(out["ious"][:4], [1.0, 0.9, 0.04, 0.0], atol=1e-5)
+    np.testing.assert_allclose(sorted(out["ious"][4:6]), [1 / 9, 0.2], atol=1e-5)
+    assert out["ious"][6] == pytest.approx(0.65)
     assert (out["gt_boxes"] == gt).all()
+    seed = label_proposals(proposals, gt, SEED_RULES, np.random.default_rng(0))
+    assert seed["labels"].tolist() == [1, 1, 0, 0, -1]  # the seed's rules: no part negatives
+    assert (seed["ious"][seed["labels"] == 0] < 0.05).all()
     capped = label_proposals(
-        proposals, gt, LabelRules(max_negative=1, include_gt=False), np.random.default_rng(0)
+        proposals,
+        gt,
+        LabelRules(max_negative=1, max_part_negative=1, include_gt=False),
+        np.random.default_rng(0),
     )
-    assert capped["labels"].tolist() == [1, 0, -1]
+    assert capped["labels"].tolist() == [1, 0, 0, -1]
+    assert capped["ious"][1] < 0.05 <= capped["ious"][2] < 0.3
 
 
 def test_crops_and_jitter():

@@ -34,8 +34,14 @@ def test_build_and_train_dry_run(dry_run):
     folder, metrics = dry_run
     data = np.load(folder / "rcnn_dataset" / "samples.npz")
     labels, ious = data["labels"], data["ious"]
-    assert (ious[labels == 1] >= 0.7).all() and (ious[labels == 0] < 0.05).all()
+    assert (ious[labels == 1] >= 0.7).all() and (ious[labels == 0] < 0.3).all()
     assert ((ious[labels == -1] >= 0.6) & (ious[labels == -1] < 0.7)).all()
+    # the default rules are R-CNN's: part negatives (0.05 <= IoU < 0.3), at most 10 per image
+    assert metrics["dataset"]["rules"]["max_part_negative"] == 10
+    part = (labels == 0) & (ious >= 0.05)
+    image = data["split"] * 1000 + data["image_index"]
+    assert part.sum() > 0 and np.bincount(image[part]).max() <= 10
+    assert np.bincount(image[(labels == 0) & ~part]).max() <= 10
     np.testing.assert_allclose(
         ious, np.diag(box_iou(data["boxes"], data["gt_boxes"])), atol=1e-5
     )  # each sample keeps the ground-truth box it was labelled by
@@ -46,6 +52,42 @@ def test_build_and_train_dry_run(dry_run):
     for name in ("last.keras", "best.keras", "bbox_head.keras", "head.json", "detections.png"):
         assert (folder / name).is_file()
     assert json.loads((folder / "gt.json").read_text())["categories"][0]["name"] == "raccoon"
+
+
+def test_seed_rules_relabel_the_dataset_without_searching_again(
+    script, dry_run, tmp_path, monkeypatch
+):
+    import shutil
+
+    import build_dataset
+
+    folder, _ = dry_run
+    copy = shutil.copytree(folder / "rcnn_dataset", tmp_path / "rcnn_dataset")
+    train = script("train_rcnn")
+    argv = ["--dry-run", "--mode", "single", "--workers", "0", "--dataset-dir", str(copy)]
+
+    def no_build(argv):
+        raise AssertionError("the dataset has the rules asked for: it must be reused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build_dataset, "main", no_build)
+        same = train.ensure_dataset(train.get_args_parser().parse_args(argv))
+    assert same["rules"]["max_part_negative"] == 10
+
+    def no_search(*args):
+        raise AssertionError("same images and search: the proposals must be reused")
+
+    monkeypatch.setattr(build_dataset, "search_all", no_search)
+    seed = train.ensure_dataset(
+        train.get_args_parser().parse_args([*argv, "--max-part-negative", "0"])
+    )
+    assert seed["rules"]["max_part_negative"] == 0
+    before, after = np.load(folder / "rcnn_dataset" / "samples.npz"), np.load(copy / "samples.npz")
+    # the same draws without the part negatives (they are picked after positives and negatives)
+    kept = ~((before["labels"] == 0) & (before["ious"] >= 0.05))
+    assert 0 < kept.sum() < len(kept)
+    for key in ("labels", "ious", "boxes", "image_index", "split", "crops"):
+        np.testing.assert_array_equal(after[key], before[key][kept])
 
 
 def test_resume_after_the_last_epoch_trains_nothing(script, dry_run):
