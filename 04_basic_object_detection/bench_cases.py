@@ -18,17 +18,20 @@ FOLDER = Path(__file__).resolve().parent
 def case_realtime_fps() -> dict[str, Any]:
     """Frames per second on 320 x 320 built-in scenes: SSDlite320 (width 0.5; random weights with
     BatchNorm statistics set on the frames, speed does not depend on the weights) as a whole torchvision model in eager PyTorch, and its exported body on
-    ONNX Runtime and OpenCV DNN (each + the shared numpy decoding), then OpenCV's HOG people
-    detector and Haar face cascade; every runtime on ``torch.get_num_threads()`` threads.
+    ONNX Runtime and OpenCV DNN (each + the shared numpy decoding), the seed's Caffe MobileNet-SSD
+    on OpenCV DNN (300 px, random weights), then OpenCV's HOG people detector and Haar face
+    cascade; every runtime on ``torch.get_num_threads()`` threads.
 
     Returns:
-        ``{"eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "hog_fps", "haar_fps", "main"}``.
+        ``{"eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "caffe_mobilenet_ssd_fps", "hog_fps",
+        "haar_fps", "main"}``.
     """
     if str(FOLDER) not in sys.path:
         sys.path.insert(0, str(FOLDER))
     import cv2
     import numpy as np
     import torch
+    from caffe_mobilenet_ssd import caffe_predictor, random_caffemodel
     from detection_zoo import build_ssdlite320, calibrate_batchnorm
     from detector_body import DecodeConfig, SSDBody
     from detector_runtime import body_predictor, classic_predictor, time_predictors, torch_predictor
@@ -53,16 +56,20 @@ def case_realtime_fps() -> dict[str, Any]:
         path = export_onnx(body, torch.rand(1, 3, 320, 320), Path(folder) / "body.onnx",
                            input_names=["images"], output_names=["regressions", "logits"])  # fmt: skip
         config = DecodeConfig.from_ssd(model)
+        caffemodel = random_caffemodel(Path(folder) / "mobilenet_ssd.caffemodel")
         predictors = [
             torch_predictor(model, classes, name="eager"),
             body_predictor("onnxruntime", config, classes, onnx_path=path),
             body_predictor("opencv", config, classes, onnx_path=path),
+            caffe_predictor(caffemodel),
             classic_predictor("hog_people"),
             classic_predictor("haar_face"),
         ]
         table = time_predictors(predictors, [np.ascontiguousarray(f) for f in frames])
-    names = ("eager", "ssd body, onnxruntime", "ssd body, opencv", "hog_people", "haar_face")
-    keys = ("eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "hog_fps", "haar_fps")
+    names = ("eager", "ssd body, onnxruntime", "ssd body, opencv", "mobilenet-ssd caffe, opencv",
+             "hog_people", "haar_face")  # fmt: skip
+    keys = ("eager_fps", "onnxruntime_fps", "opencv_dnn_fps", "caffe_mobilenet_ssd_fps",
+            "hog_fps", "haar_fps")  # fmt: skip
     return {
         **{key: table[name]["fps"] for key, name in zip(keys, names)},
         "main": "onnxruntime_fps",
