@@ -53,7 +53,31 @@ def test_core_tour_steps_run_on_smoke_data(isolated_dirs, tmp_path, capsys):
     evaluation = steps["core-eval"]["metrics"]
     assert 0.3 < evaluation["fake_AP"] < evaluation["fake_AP50"] < 1.0
     assert 0.0 <= evaluation["baseline_AP50"] < evaluation["fake_AP50"]
-    assert steps["core-export"]["metrics"]["max_abs_diff"] < 1e-4
+    export = steps["core-export"]["metrics"]
+    assert export["max_abs_diff"] < 1e-4 and export["max_abs_diff_fresh"] < 1e-4
+    assert export["fresh_classes_matched"] == export["fresh_images"] == 5
     for step in steps.values():
         for picture in step["pictures"]:
             assert Path(picture).is_file() and Path(picture).stat().st_size > 0
+
+
+def test_export_step_checks_onnx_on_two_fresh_batches(tmp_path, monkeypatch):
+    """Parity is checked on the traced input and on two batches it never saw, every top class equal."""
+    import torch
+
+    from detseg import export
+
+    seen = []
+    check = export.check_parity
+    monkeypatch.setattr(
+        export, "check_parity", lambda model, session, x: seen.append(x) or check(model, session, x)
+    )
+    result = tour_core.run_export(tmp_path)
+    assert [tuple(batch.shape) for batch in seen] == [
+        (1, 3, 64, 64),
+        (3, 3, 64, 64),
+        (2, 3, 64, 64),
+    ]
+    assert not torch.equal(seen[1][:1], seen[0]) and seen[2].max() > 1.5  # not the traced input
+    assert result["max_abs_diff"] < 1e-4 and result["max_abs_diff_fresh"] < 1e-4
+    assert result["fresh_images"] == result["fresh_classes_matched"] == 5

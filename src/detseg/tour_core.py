@@ -178,8 +178,13 @@ def run_eval(out_dir: Path) -> dict[str, Any]:
 def run_export(out_dir: Path) -> dict[str, Any]:
     """Export a small CNN to ONNX, check ONNX Runtime against eager PyTorch, time both.
 
+    The parity check covers the traced [1, 3, 64, 64] input and two fresh batches it never saw
+    (3 images of uniform noise, 2 of brighter Gaussian noise: other batch sizes, other values).
+
     Returns:
-        ``{"max_abs_diff", "eager_ms", "onnxruntime_ms", "onnx_kb"}`` for a [1, 3, 64, 64] input.
+        ``{"max_abs_diff" (traced input), "max_abs_diff_fresh" (both fresh batches),
+        "fresh_images", "fresh_classes_matched" (images whose top class is the same in both),
+        "eager_ms", "onnxruntime_ms", "onnx_kb"}``; the times are of the traced input.
     """
     import torch
     from torch import nn
@@ -208,11 +213,23 @@ def run_export(out_dir: Path) -> dict[str, Any]:
     )
     session = ort_session(path, threads=1)
     max_abs_diff = check_parity(model, session, images)
+    generator = torch.Generator().manual_seed(TOUR_SEED + 1)
+    fresh = [torch.rand(3, 3, 64, 64, generator=generator)]
+    fresh.append(0.5 + 2 * torch.randn(2, 3, 64, 64, generator=generator))
+    max_abs_diff_fresh, classes_matched = 0.0, 0
+    for batch in fresh:
+        max_abs_diff_fresh = max(max_abs_diff_fresh, check_parity(model, session, batch))
+        with torch.no_grad():
+            eager_classes = model(batch).argmax(1).numpy()
+        classes_matched += int((ort_run(session, batch)[0].argmax(1) == eager_classes).sum())
     with torch.no_grad():
         eager = time_it(lambda: model(images), warmup=3, repeats=20)
     onnx = time_it(lambda: ort_run(session, images), warmup=3, repeats=20)
     return {
         "max_abs_diff": max_abs_diff,
+        "max_abs_diff_fresh": max_abs_diff_fresh,
+        "fresh_images": sum(len(batch) for batch in fresh),
+        "fresh_classes_matched": classes_matched,
         "eager_ms": eager["median_s"] * 1e3,
         "onnxruntime_ms": onnx["median_s"] * 1e3,
         "onnx_kb": round(path.stat().st_size / 1024, 1),
