@@ -192,6 +192,20 @@ for level, stride in enumerate((8, 16, 32)):
     print(f"stride {stride}: anchors {sorted(set(cand.anchor.tolist()))}, cells (col, row) {cells}")
 
 # %% [markdown]
+# **Coarse-to-fine, lead guided.** A model with an auxiliary head (in the paper the P6 models;
+# here `train.py --variant base --aux-head`) trains that head on *coarse* labels: the centre cell
+# and all four neighbours, with k from the 20 best IoUs, both chosen by SimOTA from the **lead**
+# head's predictions, and weights its loss 0.25. More positives for the earlier layers; the lead
+# head keeps the precise ones. The coarse candidates of the same object (compare with above):
+
+# %%
+for level, stride in enumerate((8, 16, 32)):
+    grid = (math.ceil(240 / stride), math.ceil(320 / stride))
+    cand = find_candidates(target, tiny_anchors[level], stride, grid, offset=1.0)
+    cells = sorted({(int(c), int(r)) for c, r in zip(cand.col, cand.row)})
+    print(f"stride {stride}: coarse cells (col, row) {cells}")
+
+# %% [markdown]
 # ## 4. Training on the custom data
 #
 # `train.py` puts it together: the engine's loop with warm-up, a cosine learning rate, EMA of the
@@ -235,7 +249,8 @@ print(f"ONNX parity {exported['max_abs_diff']:.1e}; stream: {stream['frames']} f
 #   neck; our layer lists reproduce the authors' parameter counts exactly.
 # - RepConv and the implicit layers are training-time structure: `fuse()` removes them with
 #   identical outputs.
-# - The lead head's labels come from 3-cell candidates filtered by SimOTA's dynamic k.
+# - The lead head's labels come from 3-cell candidates filtered by SimOTA's dynamic k; an
+#   auxiliary head would learn from 5-cell "coarse" labels that the lead head's predictions choose.
 #
 # Exercises:
 # 1. Train `--variant base` for one epoch and compare its step time with tiny's.
