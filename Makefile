@@ -11,6 +11,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # Number of pytest workers: 2 cores here; `make test JOBS=1` runs serially.
 JOBS ?= 2
+# `make bench BENCH_ARGS="--case 05-summary --case 01-summary"` runs only those cases.
+BENCH_ARGS ?=
 
 .PHONY: demo test bench notebooks assets lint format clean venv help mutation
 
@@ -51,7 +53,7 @@ test: $(VENV)/.installed-test
 	MPLBACKEND=Agg DETSEG_SMOKE=1 $(BIN)/python -m pytest -n $(JOBS) --durations=15
 
 bench: $(VENV)/.installed-test
-	$(BIN)/detseg bench run
+	$(BIN)/detseg bench run $(BENCH_ARGS)
 	$(BIN)/detseg bench render
 
 notebooks: $(VENV)/.installed-test
