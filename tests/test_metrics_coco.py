@@ -384,6 +384,11 @@ _DT_FIX_START = "a COCO results file is a JSON list of objects with 'image_id'"
          "bbox", "dt.json", "detection 1 has no 'score'"),
         (None, [_det([0, 0, 1, 1], float("nan"))], "bbox", "dt.json",
          "detection 0 has a 'score' that is not a finite number (nan)"),
+        (None, [_det([0, 0, 1, float("inf")], 0.5)], "bbox", "dt.json",
+         "detection 0 'bbox' is not 4 finite numbers"),
+        ({"images": [{"id": 1, "width": 9, "height": 9}], "categories": [{"id": 1}],
+          "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4}]},
+         [], "bbox", "gt.json", "annotation 0 has no 'id'"),
         (None, [{**_det([0, 0, 1, 1], 0.5), "segmentation": {"size": [5, 5], "counts": [25]}}],
          "segm", "dt.json",
          "detection 0 has a bad 'segmentation' (RLE 'size' is [5, 5] but the image is [200, 200])"),
@@ -398,3 +403,14 @@ def test_bad_input_messages_in_full(tmp_path, gt_payload, dets_payload, iou_type
     assert info.value.what == what
     assert info.value.path == str(tmp_path / bad_file)
     assert info.value.fix.startswith(_GT_FIX_START if bad_file == "gt.json" else _DT_FIX_START)
+
+
+def test_prepared_arrays_hold_boxes_for_bbox_and_masks_for_segm():
+    from detseg.metrics.coco_io import prepare_arrays
+
+    square = {"bbox": [0, 0, 5, 5], "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]}
+    gt, dets = _gt([square]), [_det([0, 0, 5, 5], 0.5)]
+    boxes_only = prepare_arrays(gt, dets, "bbox")
+    assert boxes_only.gt_rles is None and boxes_only.gt_boxes.tolist() == [[0, 0, 5, 5]]
+    masks_only = prepare_arrays(gt, dets, "segm")
+    assert masks_only.gt_boxes is None and masks_only.gt_rles[0]["size"] == [200, 200]
