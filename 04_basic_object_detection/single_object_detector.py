@@ -198,12 +198,22 @@ class SingleObjectImages(Dataset):
     """Records of a single-object dataset, images read lazily (one file per ``__getitem__``).
 
     Items: ``(image [3, S, S], box [4] xyxy / image size, label)``; the first box of each record.
+    ``mirrored``: every image flipped left-right and its box with it (``x1, x2 -> 1 - x2, 1 - x1``),
+    the one augmentation a feature cache can hold (``--mirror-train`` adds these items).
     """
 
-    def __init__(self, dataset: DetectionDataset, indices: list[int], backbone: str) -> None:
+    def __init__(
+        self,
+        dataset: DetectionDataset,
+        indices: list[int],
+        backbone: str,
+        *,
+        mirrored: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.indices = list(indices)
         self.spec = BACKBONES[backbone]
+        self.mirrored = mirrored
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -212,11 +222,15 @@ class SingleObjectImages(Dataset):
         record = self.dataset.records[self.indices[index]]
         scale = np.array([record.width, record.height] * 2, dtype=np.float32)
         box = torch.from_numpy(record.boxes[0] / scale)
+        if self.mirrored:
+            box = torch.stack([1 - box[2], box[1], 1 - box[0], box[3]])
         return box, torch.tensor(int(record.labels[0]))
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         record = self.dataset.records[self.indices[index]]
         image = read_image(self.dataset.image_path(record))
+        if self.mirrored:
+            image = np.ascontiguousarray(image[:, ::-1])
         spec = self.spec
         box, label = self.target(index)
         return to_input(image, spec["image_size"], spec["mean"], spec["std"]), box, label

@@ -3,7 +3,7 @@
     python 04_basic_object_detection/train_detector.py                         # SSDlite320, shapes
     python 04_basic_object_detection/train_detector.py --model retinanet_small
     python 04_basic_object_detection/train_detector.py --data-path my/data.yaml # YOLO / VOC / COCO
-    python 04_basic_object_detection/train_detector.py --time-budget 10        # stop by 10 minutes
+    python 04_basic_object_detection/train_detector.py --time-budget 0         # no 10-min stop
     python 04_basic_object_detection/train_detector.py --resume                # continue exactly
     python 04_basic_object_detection/train_detector.py --dry-run               # one batch
 
@@ -39,22 +39,14 @@ from detseg.errors import UserError, run_cli
 EXAMPLE = "04_basic_object_detection"
 # per model: the defaults the README's runs measured (flags override them)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "ssdlite320": {
-        "epochs": 30,
-        "batch_size": 16,
-        "lr": 0.05,
-        "width_mult": 0.5,
-        "anchor_scales": (0.2, 0.95),
-        "optimizer": "sgd",
-    },
-    "retinanet_small": {
-        "epochs": 12,
-        "batch_size": 8,
-        "lr": 0.01,
-        "width_mult": None,
-        "optimizer": "sgd",
-    },
-}
+    # SSDlite: 11 epochs of ~50 s (800 images at 320 px, evaluation included) on 2 idle cores fit
+    # the 10-minute bar; default boxes 0.05-0.6 of the input for shapes of 13-125 px in 256 px
+    # scenes (the paper's 0.2-0.95 leave the small ones one poor match each); AdamW, EXPERIMENTS.md
+    "ssdlite320": {"epochs": 11, "batch_size": 16, "lr": 0.002, "width_mult": 0.5,
+                   "anchor_scales": (0.05, 0.6), "optimizer": "adamw", "time_budget": 10.0},
+    "retinanet_small": {"epochs": 12, "batch_size": 8, "lr": 0.01, "width_mult": None,
+                        "optimizer": "sgd", "time_budget": 10.0},
+}  # fmt: skip
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -89,8 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="MINUTES",
-        help="stop after the epoch that ends past this many minutes of training (cosine lr "
-        "still planned over --epochs)",
+        help="stop before an epoch that would end past this many minutes of training (cosine "
+        "lr still planned over --epochs); default 10 (the README's bar), 0: no limit",
     )
     add_standard_args(parser, example=EXAMPLE, epochs=0, batch_size=0, lr=0.0, workers=1)
     parser.set_defaults(output_dir=None, epochs=None, batch_size=None, lr=None)
@@ -124,8 +116,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             f"--anchor-scales must be 0 < MIN < MAX <= 1, got {args.anchor_scales}",
             fix="e.g. 0.05 0.6",
         )
-    if args.time_budget is not None and not args.time_budget > 0:
-        raise UserError(f"--time-budget must be > 0, got {args.time_budget}", fix="e.g. 10")
+    if not args.time_budget >= 0:
+        raise UserError(f"--time-budget must be >= 0, got {args.time_budget}", fix="e.g. 10")
     return args
 
 
@@ -222,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         best_metric="bbox_AP50",
     )
     start = time.perf_counter()
-    if args.time_budget is None:
+    if not args.time_budget or args.dry_run:
         result = engine.train(model, loader, **kwargs)
     else:
         result = train_with_budget(model, loader, args.time_budget * 60, kwargs)
