@@ -188,3 +188,20 @@ def test_locating_pretraining_task_gives_boxes_and_keeps_the_backbone_weights() 
     assert "box_iou" not in plain_stats
     # the box loss changed the one step's gradient: different weights from the same start
     assert not torch.equal(backbone.body[0].weight, plain.body[0].weight)
+
+
+def test_mirrored_items_flip_the_image_and_the_box() -> None:
+    from single_object_detector import SingleObjectImages
+
+    from detseg.data import recipes
+
+    dataset = recipes.load("single_object", num_images=8)
+    plain = SingleObjectImages(dataset, [0, 1], "small")
+    mirrored = SingleObjectImages(dataset, [0, 1], "small", mirrored=True)
+    image, box, label = plain[1]
+    flipped, flipped_box, flipped_label = mirrored[1]
+    x1, y1, x2, y2 = box.tolist()
+    torch.testing.assert_close(flipped_box, torch.tensor([1 - x2, y1, 1 - x1, y2]))
+    assert flipped_label == label
+    torch.testing.assert_close(flipped, image.flip(-1), atol=0.05, rtol=0)
+    assert not torch.allclose(flipped, image, atol=0.05)  # the image is not symmetric
