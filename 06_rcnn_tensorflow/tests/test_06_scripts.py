@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ def dry_run(shared_data, tmp_path_factory):
         patch.setenv("DETSEG_SMOKE", "1")
         patch.setenv("DETSEG_DATA", str(shared_data))
         patch.setenv("DETSEG_RUNS", str(out / "runs"))
+        began = time.perf_counter()
         metrics = load_script(FOLDER, "train_rcnn").main([*argv, "--output-dir", str(out / "run")])
+        metrics["wall_seconds"] = time.perf_counter() - began  # what the test measured
     return out / "run" / "dry-run", metrics
 
 
@@ -47,6 +50,10 @@ def test_build_and_train_dry_run(dry_run):
     )  # each sample keeps the ground-truth box it was labelled by
     assert metrics["dataset"]["images"] == {"train": 4, "val": 2}
     assert metrics["steps_trained"] == 1 and metrics["epochs_trained"] == 1
+    # the pipeline's time counts the dataset built in this run once
+    parts = metrics["dataset_seconds"] + metrics["train_seconds"]
+    assert metrics["dataset_seconds"] > 0 and parts < metrics["total_seconds"]
+    assert metrics["total_seconds"] <= metrics["wall_seconds"]
     for key in ("map50_before", "map50_after"):
         assert 0.0 <= metrics[key] <= 1.0
     for name in ("last.keras", "best.keras", "bbox_head.keras", "head.json", "detections.png"):
