@@ -74,8 +74,11 @@ def test_terminal_gets_the_bar(tmp_path, monkeypatch):
     assert " step 3/7 " not in text
 
 
-@pytest.mark.parametrize("stream", [_Terminal(), io.StringIO()])
-def test_progress_false_prints_only_the_epoch_lines(tmp_path, monkeypatch, stream):
+@pytest.mark.parametrize("stream_type", [_Terminal, io.StringIO])
+def test_progress_false_prints_only_the_epoch_lines(tmp_path, monkeypatch, stream_type):
+    # a fresh stream per run: one made at collection would keep the lines of an earlier run in the
+    # same process (mutmut's fork server collects once, then runs the test for every mutant)
+    stream = stream_type()
     monkeypatch.setattr(loop, "LOG_EVERY_STEPS", 1)
     monkeypatch.setattr("sys.stderr", stream)
     _train(tmp_path, progress=False)
