@@ -36,7 +36,13 @@ from yolo_training import (
     save_darknet,
 )
 
-from detseg.cli.common import add_standard_args, positive_int, train_kwargs, validate_standard_args
+from detseg.cli.common import (
+    add_standard_args,
+    positive_float,
+    positive_int,
+    train_kwargs,
+    validate_standard_args,
+)
 from detseg.data.yolo_dataset import YoloAugment
 from detseg.devices import seed_everything, select_device
 from detseg.engine.checkpoint import load_checkpoint, model_state
@@ -70,6 +76,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(> 1: only the best anchor, as darknet)")  # fmt: skip
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw",
                         help="AdamW converges faster on short CPU schedules; SGD is darknet's")  # fmt: skip
+    parser.add_argument("--warmup-iters", type=int, default=50,
+                        help="linear lr warm-up steps (at most a fifth of the run)")  # fmt: skip
+    parser.add_argument(
+        "--time-budget", type=float, default=None, metavar="MINUTES",
+        help="stop before an epoch that would end past this many minutes of training (the "
+        "cosine lr still spans --epochs)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
@@ -86,6 +99,10 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UserError(
                 f"--{flag} must be in [0, 1], got {getattr(args, flag)}", fix="e.g. 0.5"
             )
+    if args.warmup_iters < 0:
+        raise UserError(f"--warmup-iters must be >= 0, got {args.warmup_iters}", fix="e.g. 50")
+    if args.time_budget is not None:
+        positive_float(args.time_budget, "--time-budget")
     if args.threads is not None:
         torch.set_num_threads(positive_int(args.threads, "--threads"))
     return args
@@ -155,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         augment=augment,
         loss_config=loss_config,
         optimizer_name=args.optimizer,
+        warmup_iters=args.warmup_iters,
+        time_budget_s=None if args.time_budget is None or args.dry_run else args.time_budget * 60,
         config=config,
         **kwargs,
     )

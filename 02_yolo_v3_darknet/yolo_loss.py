@@ -11,7 +11,8 @@ small datasets). That cell / anchor predicts the box:
   boxes count more, as darknet does; or the GIoU of decoded boxes (``box_loss="giou"``);
 - objectness: BCE, target 1 there, 0 elsewhere, except predictions that already overlap some
   ground-truth box with IoU > ``ignore_threshold`` (0.7 in darknet): they get no objectness loss;
-- classes: independent BCE per class (multi-label capable), at the assigned cells only.
+- classes: independent BCE per class (multi-label capable), at the assigned cells only; two boxes
+  sharing a cell and anchor make a multi-label target there, as in darknet (:func:`class_targets`).
 
 Each term is summed over the batch and divided by the batch size.
 """
@@ -106,6 +107,34 @@ def assign_targets(
     return out
 
 
+def class_targets(pred: Tensor, idx: Sequence[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Class logits and multi-hot targets, one row per distinct assigned prediction.
+
+    Two boxes whose centres fall in the same cell and that pick the same anchor share one
+    prediction. Darknet (``delta_yolo_class``) then sets the second box's class to 1 as well, a
+    multi-label target; one-hot rows per box would instead pull the shared logits to 1 and to 0 at
+    once (a loss that cannot go below 2 ln 2 per clash, and contradictory gradients).
+
+    Args:
+        pred: [B, H, W, A, 5 + C] (:func:`detseg.yolo_decode.split_raw`).
+        idx: (image, row, col, anchor) int64 [P] each, the assigned predictions.
+        labels: int64 [P] 0..C-1, the class of each assigned box.
+    Returns:
+        ``(logits [U, C], targets [U, C])`` for the U distinct predictions among the P.
+    """
+    _, height, width, num_anchors, channels = pred.shape
+    image, row, col, anchor = idx
+    slot = ((image * height + row) * width + col) * num_anchors + anchor  # [P]
+    slots, inverse = torch.unique(slot, return_inverse=True)  # [U], [P]
+    targets = pred.new_zeros(len(slots), channels - 5)
+    targets[inverse, labels] = 1.0
+    first = torch.full_like(slots, len(slot)).scatter_reduce(
+        0, inverse, torch.arange(len(slot), device=slot.device), reduce="amin"
+    )  # [U]: one box index per distinct prediction
+    logits = pred[image[first], row[first], col[first], anchor[first], 5:]
+    return logits, targets
+
+
 def _giou_pairs(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Elementwise GIoU of two [P, 4] xyxy sets."""
     lt = torch.max(boxes1[:, :2], boxes2[:, :2])
@@ -150,7 +179,6 @@ def yolo_loss(
     loss_cls = raws[0].new_zeros(())
     for raw, scale_anchors, stride, assign in zip(raws, anchors, strides, assigned):
         pred = split_raw(raw, len(scale_anchors))  # [B, H, W, A, 5 + C]
-        num_classes = pred.shape[-1] - 5
         # ignore mask: predictions already overlapping a ground-truth box well
         with torch.no_grad():
             decoded = decode_output(raw.detach(), scale_anchors, stride)  # [B, H*W*A, 5 + C]
@@ -186,9 +214,9 @@ def yolo_loss(
                 ).sum(1)
                 wh_loss = (selected[:, 2:4] - twh).pow(2).sum(1)
                 loss_box = loss_box + (weight * (xy_loss + wh_loss)).sum()
-            cls_target = F.one_hot(assign["label"].to(device), num_classes).to(raw.dtype)
+            logits, cls_target = class_targets(pred, idx, assign["label"].to(device))
             loss_cls = loss_cls + F.binary_cross_entropy_with_logits(
-                selected[:, 5:], cls_target, reduction="sum"
+                logits, cls_target, reduction="sum"
             )
         loss_obj = (
             loss_obj

@@ -27,6 +27,7 @@ from detseg.data.formats import coco, yolo
 from detseg.data.letterbox import unletterbox_boxes
 from detseg.data.types import DetectionDataset
 from detseg.data.yolo_dataset import YoloAugment, YoloDataset, yolo_collate
+from detseg.engine.budget import train_within_budget
 from detseg.engine.distributed import make_loader
 from detseg.errors import UserError
 from detseg.metrics import evaluate_coco
@@ -201,10 +202,15 @@ def fit(
     warmup_iters: int = 50,
     weight_decay: float = 5e-4,
     optimizer_name: str = "sgd",
+    time_budget_s: float | None = None,
     **engine_kwargs: Any,
 ) -> dict[str, Any]:
     """Train with the core engine: SGD (momentum 0.9, darknet's) or AdamW, warm-up, cosine lr per step;
-    COCO box AP on the validation split after every epoch; ``best.pt`` by mAP@0.5."""
+    COCO box AP on the validation split after every epoch; ``best.pt`` by mAP@0.5.
+
+    ``time_budget_s``: stop before an epoch that would end past this many seconds
+    (:func:`detseg.engine.budget.train_within_budget`; the cosine schedule still spans ``epochs``).
+    """
     train_set = YoloDataset(splits.train, image_size, augment=augment, seed=seed, cache_images=True)
     val_set = YoloDataset(splits.val, image_size, cache_images=True)
     # drop the last incomplete batch (batch norm on 1-2 images is noisy) when there is a full one
@@ -239,11 +245,8 @@ def fit(
     loss_config = loss_config or LossConfig()
     config = dict(engine_kwargs.pop("config", {}) or {})
     config.setdefault("loss", asdict(loss_config))
-    return engine.train(
-        model,
-        loader,
+    kwargs = dict(
         optimizer=optimizer,
-        epochs=epochs,
         output_dir=output_dir,
         device=device,
         lr_scheduler=scheduler,
@@ -256,6 +259,9 @@ def fit(
         config=config,
         **engine_kwargs,
     )
+    if time_budget_s is None:
+        return engine.train(model, loader, epochs=epochs, **kwargs)
+    return train_within_budget(model, loader, epochs=epochs, budget_s=time_budget_s, **kwargs)
 
 
 def save_darknet(model: Darknet, cfg_text: str, output_dir: Path, name: str) -> tuple[Path, Path]:

@@ -41,6 +41,34 @@ def test_assign_targets_hand_computed():
     assert sorted(more[1]["anchor"].tolist()) == [0, 1]
 
 
+def test_two_boxes_in_one_slot_get_a_multi_label_class_target():
+    """Two boxes of classes 0 and 2 centred in the same cell, both best matched by the one anchor:
+    darknet's multi-label target [1, 0, 1] at that prediction, so logits (+10, -10, +10) cost
+    3 ln(1 + e^-10) in all; one-hot rows per box would cost > 20 (1 and 0 for the same logit)."""
+    from yolo_loss import class_targets
+
+    from detseg.yolo_decode import split_raw
+
+    anchors = [[(20.0, 20.0)]]
+    boxes = torch.tensor([[14.0, 14.0, 34.0, 34.0], [13.0, 15.0, 35.0, 33.0]])  # centre (24, 24)
+    target = {"boxes": boxes, "labels": torch.tensor([0, 2])}
+    raw = torch.zeros(1, 8, 4, 4)  # 1 anchor x (5 + 3 classes)
+    raw[0, 5:, 1, 1] = torch.tensor([10.0, -10.0, 10.0])
+    (assigned,) = assign_targets([target], anchors, [16], [(4, 4)])
+    idx = [assigned[k] for k in ("image", "row", "col", "anchor")]
+    assert [int(v) for v in (*assigned["row"], *assigned["col"])] == [1, 1, 1, 1]
+    logits, targets = class_targets(split_raw(raw, 1), idx, assigned["label"])
+    torch.testing.assert_close(targets, torch.tensor([[1.0, 0.0, 1.0]]))
+    torch.testing.assert_close(logits, torch.tensor([[10.0, -10.0, 10.0]]))
+    loss = yolo_loss([raw], [target], anchors, [16], 64, LossConfig())["loss_cls"]
+    assert float(loss) == pytest.approx(3 * np.log1p(np.exp(-10.0)), abs=1e-6)  # float32 log1p
+    # one box alone: the plain one-hot BCE of its prediction
+    single = {"boxes": boxes[1:], "labels": torch.tensor([2])}
+    loss = yolo_loss([raw], [single], anchors, [16], 64, LossConfig())["loss_cls"]
+    expected = 2 * np.log1p(np.exp(-10.0)) + np.log1p(np.exp(10.0))  # class 0 wrongly sure
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+
+
 def test_loss_falls_on_one_batch():
     torch.manual_seed(0)
     model, _ = build_custom_model("yolov3-tiny", 3, image_size=64)
