@@ -197,6 +197,16 @@ def test_resume_continues_exactly(script, tmp_path: Path, monkeypatch: pytest.Mo
     assert resumed["history"][1]["train"] == straight["history"][1]["train"]
 
 
+def test_time_budget_stops_before_an_epoch_that_would_end_past_it(script, tmp_path: Path):
+    """--time-budget goes through the core's train_within_budget: a budget shorter than one
+    epoch trains epoch 1 of 3 only, and says so."""
+    result = script("train").main(
+        [*TINY_RUN, "--epochs", "3", "--time-budget", "0.0001", "--output-dir", str(tmp_path)]
+    )
+    assert result["stopped_early"] is True
+    assert [entry["epoch"] for entry in result["history"]] == [1]
+
+
 @pytest.mark.parametrize("box_loss", ["giou", "mse"])
 def test_box_loss_is_zero_where_the_decode_hits_the_box(box_loss: str):
     """Raw outputs whose decode (detseg.yolo_decode) is exactly the ground-truth box at the assigned
