@@ -48,9 +48,14 @@ def matrix_nms_decay(masks: Tensor, labels: Tensor, sigma: float) -> Tensor:
     iou = mask_iou(masks, masks)  # [N, N]
     same_class = labels[:, None] == labels[None, :]
     iou = (iou * same_class).triu(diagonal=1)  # [i, j]: only i scored above j
-    compensation = iou.max(dim=0).values  # [N]: c_i, the IoU of i with the detections above it
+    # A row of zeros under the max and a row of ones under the min change nothing (IoU >= 0, and
+    # each column's minimum is <= 1) but keep both reductions defined when an image has no
+    # detection at all (N = 0), without a data-dependent branch that ONNX tracing would freeze.
+    n = iou.shape[1]
+    compensation = torch.cat([iou.new_zeros(1, n), iou]).max(dim=0).values  # [N]: c_i
     decay = torch.exp(-(iou**2 - compensation[:, None] ** 2) / sigma)  # [i, j]
-    return decay.min(dim=0).values  # [N]: over i; terms with i >= j are >= 1, and i = 0 is <= 1
+    # [N]: min over i; terms with i >= j are >= 1, and i = 0 is <= 1
+    return torch.cat([decay, decay.new_ones(1, n)]).min(dim=0).values
 
 
 class MatrixNMSTransform(GeneralizedRCNNTransform):

@@ -134,6 +134,24 @@ def test_matrix_nms_decay_by_hand():
     torch.testing.assert_close(decay, expected)
 
 
+def test_matrix_nms_with_no_detection_or_one():
+    """An image with no detection left (a model early in training) used to crash the evaluation:
+    ``max()`` over an empty dimension (the 01-summary benchmark of 2026-12-07, epoch 2)."""
+    empty = matrix_nms_decay(torch.zeros(0, 10, 10, dtype=torch.bool), torch.zeros(0), 0.5)
+    assert empty.shape == (0,)
+    one = matrix_nms_decay(torch.ones(1, 10, 10, dtype=torch.bool), torch.ones(1), 0.5)
+    torch.testing.assert_close(one, torch.ones(1))
+
+
+def test_model_with_matrix_nms_on_an_image_with_no_detection():
+    torch.manual_seed(0)
+    model = slim_maskrcnn(2, SlimConfig(fpn_channels=32, mask_nms_sigma=0.5)).eval()
+    model.roi_heads.score_thresh = 1.1  # nothing can pass
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 96, 128)])
+    assert out["scores"].shape == (0,) and out["masks"].shape[0] == 0
+
+
 def test_matrix_nms_forgives_what_the_one_above_already_lost():
     # A > B > C by score; B repeats A (IoU 0.8), C repeats B (IoU 0.75) and A (IoU 0.6): C's decay
     # is the smaller of exp(-(0.6^2 - 0) / s) (from A) and exp(-(0.75^2 - 0.8^2) / s) (from B,
