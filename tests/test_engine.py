@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -487,18 +488,22 @@ def test_resume_errors(tmp_path):
 def test_dry_run_steps_and_amp_on_cpu_is_ignored(tmp_path, capsys):
     model = nn.Linear(2, 1)
     loader = engine.make_loader(linear_data(16), 2, shuffle=True, seed=0, workers=0)
-    result = quiet_train(
-        model,
-        loader,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        epochs=1,
-        output_dir=tmp_path,
-        max_steps_per_epoch=1,
-        amp=True,
-        step_fn=supervised_step(nn.functional.mse_loss),
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = quiet_train(
+            model,
+            loader,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            output_dir=tmp_path,
+            max_steps_per_epoch=1,
+            amp=True,
+            step_fn=supervised_step(nn.functional.mse_loss),
+        )
     assert result["history"][0]["steps"] == 1
     assert "--amp works on CUDA only" in capsys.readouterr().err
+    # the scaler is built disabled off CUDA, so torch has nothing to warn about (our note says it)
+    assert not [w for w in caught if "GradScaler" in str(w.message)]
     assert engine.load_checkpoint(tmp_path / "last.pt")["scaler"] is None
 
 
