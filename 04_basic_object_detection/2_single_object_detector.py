@@ -115,8 +115,9 @@ torch.testing.assert_close(paired_iou(boxes_a, boxes_b), box_iou(boxes_a, boxes_
 # %% [markdown]
 # ## Train on cached features, then the seed's loop, and compare
 #
-# `train_single_object.py` pretrains the small backbone on a built-in classification task (or loads
-# it from its cache), freezes it, and trains the heads. With `--cached-features` (the default) the
+# `train_single_object.py` pretrains the small backbone on a built-in task (by default: classify
+# *and locate* 600 other images, so that its features keep where the object is; or loads it from
+# its cache), freezes it, and trains the heads on the images and their mirror images. With `--cached-features` (the default) the
 # backbone runs once over the images; with `--no-cached-features` it runs on every image in every
 # epoch, as the seed did. Same seed, same batches, same dropout draws: the same numbers.
 

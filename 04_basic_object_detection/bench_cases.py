@@ -91,7 +91,8 @@ def case_feature_cache() -> dict[str, Any]:
     images = "12" if settings.smoke_mode() else "600"
     with tempfile.TemporaryDirectory() as folder:
         common = ["--num-images", images, "--epochs", "2", "--seed", "0",
-                  "--pretrain-task", "shape_crops", "--pretrain-epochs", "4"]  # fmt: skip
+                  "--pretrain-task", "shape_crops", "--pretrain-epochs", "4",
+                  "--no-mirror-train"]  # fmt: skip
         cached = train.main([*common, "--output-dir", f"{folder}/a"])
         seed_loop = train.main([*common, "--no-cached-features", "--output-dir", f"{folder}/b"])
     return {

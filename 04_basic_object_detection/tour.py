@@ -52,7 +52,7 @@ def run(out_dir: Path) -> dict[str, Any]:
     smoke = settings.smoke_mode()
     single = load_script(FOLDER, "train_single_object").main(
         ["--num-images", "12" if smoke else "300", "--epochs", "2" if smoke else "40",
-         "--pretrain-task", "shape_crops", "--pretrain-epochs", "2",
+         "--pretrain-task", "shape_crops", "--pretrain-epochs", "2", "--no-mirror-train",
          "--output-dir", str(out_dir / "single-object")]
     )  # fmt: skip
 

@@ -32,9 +32,11 @@ def test_single_object_resume_is_exact(script, tmp_path: Path) -> None:
     resumed = train.main(
         [*common, "--epochs", "3", "--resume", "--output-dir", str(tmp_path / "b")]
     )
-    # the resumed process trained epochs 2 and 3 only: 2 x 3 steps of 4 images
+    # the resumed process trained epochs 2 and 3 only: 2 x 5 steps (10 training images and their
+    # mirror images, 20 items in batches of 4)
+    assert resumed["train_images"] == 10
     assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3]
-    assert sum(e["steps"] for e in resumed["history"][1:]) == 6
+    assert sum(e["steps"] for e in resumed["history"][1:]) == 10
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     for key, value in a["model"].items():
