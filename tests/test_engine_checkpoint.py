@@ -268,3 +268,32 @@ def test_wandb_errors(tmp_path, fake_wandb, monkeypatch):
     with pytest.raises(UserError, match="pip install wandb"):
         trackers.make_tracker("wandb", tmp_path, config={})
     assert fake_wandb == []
+
+
+class _EnabledScaler:
+    """A GradScaler as it is on CUDA (enabled), for the restore path on a CPU-only machine."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.loaded = enabled, []
+
+    def is_enabled(self) -> bool:
+        return self.enabled
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loaded.append(state)
+
+
+def test_restore_training_state_gives_the_scaler_its_saved_state():
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    saved_scale = {"scale": 1024.0, "growth_factor": 2.0, "_growth_tracker": 7}
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    scaler = _EnabledScaler()
+    ckpt.restore_training_state({**checkpoint, "scaler": saved_scale}, model=model,
+                                optimizer=optimizer, scaler=scaler)  # fmt: skip
+    assert scaler.loaded == [saved_scale]
+    # a run without AMP saved None, and a disabled scaler (CPU) takes nothing
+    for state, scaler in [(None, _EnabledScaler()), (saved_scale, _EnabledScaler(enabled=False))]:
+        ckpt.restore_training_state({**checkpoint, "scaler": state}, model=model,
+                                    optimizer=optimizer, scaler=scaler)  # fmt: skip
+        assert scaler.loaded == []
