@@ -6,6 +6,7 @@ well under a second and gives the same numbers on every run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -662,3 +663,62 @@ def test_process_group_made_by_train_ends_with_a_barrier_only_after_success(
     else:
         assert quiet_train(model, loader, optimizer=optimizer, **kwargs)["history"][0]["steps"] == 4
     assert barriers == [not fails]
+
+
+class _CudaLikeScaler:
+    """Stands in for an enabled CUDA GradScaler on a CPU-only machine: passes the loss through,
+    steps the optimizer, and counts its updates in its state."""
+
+    made: list[_CudaLikeScaler] = []
+
+    def __init__(self, device: str = "cuda", enabled: bool = False) -> None:
+        self.state, self.loaded = {"scale": 1024.0, "updates": 0}, []
+        _CudaLikeScaler.made.append(self)
+
+    def is_enabled(self) -> bool:
+        return True
+
+    def scale(self, loss):
+        return loss
+
+    def unscale_(self, optimizer) -> None:
+        pass
+
+    def step(self, optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        self.state["updates"] += 1
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loaded.append(dict(state))
+        self.state = dict(state)
+
+
+def test_amp_scaler_state_is_saved_every_epoch_and_restored_on_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.amp, "GradScaler", _CudaLikeScaler)
+    monkeypatch.setattr(_CudaLikeScaler, "made", [])
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())
+
+    def run(epochs: int, resume: bool) -> None:
+        model = nn.Linear(2, 1)
+        quiet_train(
+            model,
+            engine.make_loader(linear_data(8), 2, shuffle=False, seed=0, workers=0),
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=epochs,
+            output_dir=tmp_path,
+            amp=True,
+            resume=resume,
+            step_fn=supervised_step(nn.functional.mse_loss),
+        )
+
+    run(2, resume=False)
+    assert engine.load_checkpoint(tmp_path / "last.pt")["scaler"] == {"scale": 1024.0, "updates": 8}
+    run(3, resume=True)
+    resumed = _CudaLikeScaler.made[-1]
+    assert resumed.loaded == [{"scale": 1024.0, "updates": 8}]  # 2 epochs of 4 steps
+    assert engine.load_checkpoint(tmp_path / "last.pt")["scaler"]["updates"] == 12
