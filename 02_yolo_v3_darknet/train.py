@@ -56,17 +56,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Train YOLOv3 / YOLOv3-tiny (darknet cfg) on a YOLO data.yaml or built-in shapes",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_standard_args(parser, example=EXAMPLE, epochs=8, batch_size=16, lr=0.001, workers=0)
+    add_standard_args(parser, example=EXAMPLE, epochs=10, batch_size=8, lr=0.002, workers=0)
     parser.add_argument("--cfg", default="yolov3-tiny", choices=list(OFFICIAL_CFGS),
                         help="base architecture; adapted to the dataset's classes")  # fmt: skip
-    parser.add_argument("--image-size", type=int, default=224, help="square input side (x 32)")
+    parser.add_argument("--image-size", type=int, default=192, help="square input side (x 32)")
     parser.add_argument(
         "--anchors", choices=("kmeans", "cfg"), default="kmeans",
         help="k-means (1 - IoU) anchors of the training boxes, or the cfg's COCO anchors",
     )  # fmt: skip
     parser.add_argument("--num-images", type=int, default=None,
                         help="size of the built-in dataset (default: the recipe's 1000)")  # fmt: skip
-    parser.add_argument("--mosaic", type=float, default=0.5, help="probability of a 4-image mosaic")
+    parser.add_argument("--mosaic", type=float, default=0.0,
+                        help="probability of a 4-image mosaic (off: it shrinks the objects, and "
+                        "short runs learn faster without it)")  # fmt: skip
     parser.add_argument("--hflip", type=float, default=0.5, help="probability of a mirror")
     parser.add_argument("--hsv", type=float, nargs=3, default=(0.015, 0.5, 0.3),
                         metavar=("H", "S", "V"), help="HSV jitter amplitudes")  # fmt: skip
@@ -76,12 +78,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(> 1: only the best anchor, as darknet)")  # fmt: skip
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw",
                         help="AdamW converges faster on short CPU schedules; SGD is darknet's")  # fmt: skip
-    parser.add_argument("--warmup-iters", type=int, default=50,
+    parser.add_argument("--warmup-iters", type=int, default=100,
                         help="linear lr warm-up steps (at most a fifth of the run)")  # fmt: skip
     parser.add_argument(
-        "--time-budget", type=float, default=None, metavar="MINUTES",
+        "--time-budget", type=float, default=10.0, metavar="MINUTES",
         help="stop before an epoch that would end past this many minutes of training (the "
-        "cosine lr still spans --epochs)",
+        "cosine lr still spans --epochs); 0: no limit",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
@@ -101,7 +103,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             )
     if args.warmup_iters < 0:
         raise UserError(f"--warmup-iters must be >= 0, got {args.warmup_iters}", fix="e.g. 50")
-    if args.time_budget is not None:
+    if args.time_budget != 0:
         positive_float(args.time_budget, "--time-budget")
     if args.threads is not None:
         torch.set_num_threads(positive_int(args.threads, "--threads"))
@@ -173,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         loss_config=loss_config,
         optimizer_name=args.optimizer,
         warmup_iters=args.warmup_iters,
-        time_budget_s=None if args.time_budget is None or args.dry_run else args.time_budget * 60,
+        time_budget_s=None if args.time_budget == 0 or args.dry_run else args.time_budget * 60,
         config=config,
         **kwargs,
     )

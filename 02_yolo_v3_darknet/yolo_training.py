@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,9 +239,11 @@ def fit(
     output_dir = Path(output_dir)
 
     def evaluate_fn(eval_model: nn.Module, epoch: int) -> dict[str, float]:
-        return evaluate_map(
+        start = time.perf_counter()
+        metrics = evaluate_map(
             eval_model, val_set, device, predictions_path=output_dir / "val_predictions.json"
         )
+        return {**metrics, "eval_s": time.perf_counter() - start}
 
     loss_config = loss_config or LossConfig()
     config = dict(engine_kwargs.pop("config", {}) or {})
