@@ -235,16 +235,17 @@ plt.show()
 #
 # The loss (`yolo_loss.py`): each box is assigned to the best-shaped anchors at the cell holding
 # its centre; box (GIoU), objectness (BCE, with predictions already overlapping a box ignored) and
-# class (BCE) terms. The engine adds warm-up, checkpoints and COCO mAP on the validation images.
+# class (BCE; where two boxes share a cell and an anchor, both classes are targets there, as in
+# darknet) terms. The engine adds warm-up, checkpoints and COCO mAP on the validation images.
 
 # %%
 model, cfg_text = build_custom_model("yolov3-tiny", len(splits.classes),
                                      anchors=[tuple(a) for a in anchors6], image_size=SIZE)  # fmt: skip
 result = fit(
-    model, splits, image_size=SIZE, epochs=EPOCHS, batch_size=16,
-        lr=1e-3, optimizer_name="adamw",
+    model, splits, image_size=SIZE, epochs=EPOCHS, batch_size=8,
+        lr=2e-3, optimizer_name="adamw",
     output_dir=OUT / "run", device=torch.device("cpu"), progress=False,
-    augment=YoloAugment(mosaic=0.5, hflip=0.5, hsv=(0.015, 0.5, 0.3)),
+    augment=YoloAugment(hflip=0.5, hsv=(0.015, 0.5, 0.3), scale=(0.75, 1.25)),
     config={"cfg_text": cfg_text, "classes": splits.classes, "image_size": SIZE},
 )  # fmt: skip
 for entry in result["history"]:
