@@ -114,9 +114,11 @@ print(
 # %% [markdown]
 # ## Training
 #
-# `train_detector.py` trains with SGD, warm-up and a cosine schedule, evaluates COCO AP on the
-# validation images after every epoch with the core evaluator, and keeps `best.pt` by AP50. Here a
-# short run (the README's runs are longer; `--time-budget 10` caps one at 10 minutes).
+# `train_detector.py` trains SSDlite with AdamW, warm-up and a cosine schedule, and default boxes
+# of 0.05-0.6 of the input instead of the paper's 0.2-0.95 (the built-in shapes are small:
+# `--anchor-scales`); it evaluates COCO AP on the validation images after every epoch with the core
+# evaluator and keeps `best.pt` by AP50. Here a short run (the README's run is 10 minutes long, the
+# default `--time-budget`; from scratch it is far from enough, see the README).
 
 # %%
 quick = ["--dry-run", "--batch-size", "2"] if SMOKE else ["--epochs", "3", "--num-images", "300"]
