@@ -58,8 +58,8 @@ def case_ort_vs_eager() -> dict[str, Any]:
 
 
 def case_summary() -> dict[str, Any]:
-    """The README's training bar end to end: ``train.py`` with its defaults (YOLOv7-tiny, 320 px,
-    built-in set; bar mAP@0.5 >= 0.80), then ``export.py`` on its best checkpoint (fused, no NMS:
+    """The README's training bar end to end: ``train.py`` with its defaults and ``--time-budget 10``
+    (YOLOv7-tiny, 320 px, built-in set; bar mAP@0.5 >= 0.80 in <= 10 min), then ``export.py`` on its best checkpoint (fused, no NMS:
     ONNX parity, eager vs ONNX Runtime per image). Smoke mode runs ``train.py --dry-run`` at 64 px
     on 8 images and ``export.py --dry-run``: the numbers then mean nothing.
 
@@ -76,14 +76,25 @@ def case_summary() -> dict[str, Any]:
     smoke = settings.smoke_mode()
     train, export = (load_script(FOLDER, name) for name in ("train", "export"))
     with tempfile.TemporaryDirectory() as folder:
+        # the bar is "in <= 10 min of training": the defaults' schedule fits, the budget guarantees it
         tiny = ["--dry-run", "--image-size", "64", "--num-images", "8"] if smoke else []
+        tiny += [] if smoke else ["--time-budget", "10"]
         start = time.perf_counter()
         result = train.main(["--output-dir", folder, *tiny])
         train_s = time.perf_counter() - start
         run = Path(result["output_dir"])
         weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
         exported = export.main(
-            ["--weights", str(weights), "--output", str(Path(folder) / "yolov7.onnx")]
+            # the difference is returned and reported against the 1e-4 bar; a looser stop here
+            # keeps a near miss from discarding the ten minutes of training before it
+            [
+                "--weights",
+                str(weights),
+                "--output",
+                str(Path(folder) / "yolov7.onnx"),
+                "--tolerance",
+                "1e-3",
+            ]
             + (["--dry-run"] if smoke else [])
         )
     return {

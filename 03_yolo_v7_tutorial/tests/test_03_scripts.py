@@ -154,8 +154,10 @@ def test_train_with_auxiliary_head_end_to_end(script, tmp_path, monkeypatch):
         assert not torch.equal(checkpoint["model"][f"model.{key}"], initial[key]), key
     model, _ = load_trained(out / "last.pt")
     assert model.aux is not None and len(model.train()(torch.rand(1, 3, 64, 64))) == 6
-    exported = export.main(["--weights", str(out / "last.pt"), "--dry-run"])
-    assert exported["max_abs_diff"] <= 1e-4
+    # 3 steps leave boxes up to 5x the 64 px image: 326 px widths, whose float32 spacing is 3e-5,
+    # so a few roundings apart is 1.2e-4 (measured; scores agree within 5e-7): tolerance 1e-3 here
+    exported = export.main(["--weights", str(out / "last.pt"), "--dry-run", "--tolerance", "1e-3"])
+    assert exported["max_abs_diff"] <= 1e-3 and Path(exported["onnx"]).is_file()
 
 
 class Oracle(torch.nn.Module):
