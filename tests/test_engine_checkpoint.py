@@ -297,3 +297,23 @@ def test_restore_training_state_gives_the_scaler_its_saved_state():
         ckpt.restore_training_state({**checkpoint, "scaler": state}, model=model,
                                     optimizer=optimizer, scaler=scaler)  # fmt: skip
         assert scaler.loaded == []
+
+
+def test_cuda_generator_states_round_trip_where_the_device_count_matches(monkeypatch):
+    # two CUDA devices faked on the CPU: what rng_state saves comes back through set_rng_state
+    generators = [torch.full((16,), 3, dtype=torch.uint8), torch.full((16,), 5, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [g.clone() for g in generators])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
+    state = ckpt.rng_state()
+    assert [s.tolist() for s in state["cuda"]] == [g.tolist() for g in generators]
+    ckpt.set_rng_state(state)
+    assert [[s.tolist() for s in states] for states in restored] == [
+        [g.tolist() for g in generators]
+    ]
+    # a checkpoint of another device count leaves the CUDA generators alone
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    ckpt.set_rng_state(state)
+    assert len(restored) == 1
