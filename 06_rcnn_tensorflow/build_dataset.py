@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from racoon_data import load_racoon
 from rcnn_dataset import LabelRules, rules_dict, samples_of_image, save_npz
-from selective_search import MODES
+from selective_search import MODES, propose_file
 
 from detseg import settings
 from detseg.cli.common import non_negative_int, positive_int
@@ -103,28 +103,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _search(path: str, method: str, mode: str) -> tuple[np.ndarray, float]:
-    import cv2
-    from selective_search import propose
-
-    cv2.setNumThreads(1)
-    image = read_image(path)
-    start = time.process_time()
-    boxes = propose(image, method, mode)
-    return boxes, time.process_time() - start
-
-
 def search_all(
     paths: Sequence[Path], method: str, mode: str, workers: int
 ) -> tuple[list[np.ndarray], float]:
     """Proposals for every image (in ``workers`` spawned processes) and their total CPU seconds."""
     args = ([str(p) for p in paths], [method] * len(paths), [mode] * len(paths))
     if workers <= 1:
-        results = list(map(_search, *args))
+        results = list(map(propose_file, *args))
     else:
         context = multiprocessing.get_context("spawn")  # safe after TensorFlow was imported
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(pool.map(_search, *args))
+            results = list(pool.map(propose_file, *args))
     return [r[0] for r in results], float(sum(r[1] for r in results))
 
 

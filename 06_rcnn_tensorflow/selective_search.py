@@ -381,6 +381,23 @@ def propose(image: np.ndarray, method: str = "ours", mode: str = "fast") -> np.n
     return METHODS[method](image, mode)
 
 
+def propose_file(path: str, method: str, mode: str) -> tuple[np.ndarray, float]:
+    """:func:`propose` on the image file ``path`` with one OpenCV thread; returns the proposals
+    and the search's CPU seconds. A module-level function of an importable module, so that a
+    spawned worker process can run it whatever name its caller was imported under."""
+    import time
+
+    import cv2
+
+    from detseg.data.imageio import read_image
+
+    cv2.setNumThreads(1)
+    image = read_image(path)
+    start = time.process_time()
+    boxes = propose(image, method, mode)
+    return boxes, time.process_time() - start
+
+
 # ----------------------------------------------------------------------------------------- CLI
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -97,6 +97,19 @@ def test_seed_rules_relabel_the_dataset_without_searching_again(
         np.testing.assert_array_equal(after[key], before[key][kept])
 
 
+def test_search_in_worker_processes_when_loaded_by_path(script):
+    """build_dataset.py loaded under another name (as here, ``ex06_build_dataset``, or as a
+    lesson's ``load_script``) still searches in spawned workers, with the same proposals."""
+    build = script("build_dataset")
+    assert build.__name__ == "ex06_build_dataset"
+    paths = sorted((recipes.ensure("racoon") / "JPEGImages").iterdir())[:2]
+    spawned, cpu_seconds = build.search_all(paths, "ours", "single", workers=2)
+    inline, _ = build.search_all(paths, "ours", "single", workers=0)
+    assert cpu_seconds > 0 and [len(b) for b in spawned] == [len(b) for b in inline]
+    for mine, theirs in zip(spawned, inline):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_resume_after_the_last_epoch_trains_nothing(script, dry_run):
     folder, _ = dry_run
     argv = ["--dry-run", "--mode", "single", "--workers", "0", "--head-epochs", "1", "--resume"]
