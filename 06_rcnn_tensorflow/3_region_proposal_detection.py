@@ -106,10 +106,15 @@ for panel in panels:
 # %% [markdown]
 # ## Summary
 #
-# Proposals free the detector from one box shape and cut the number of regions; but the classifier
-# was trained on patches, not on proposals, so partial and oversized proposals that look like fur
-# still score high. Lesson 4 trains the classifier on labelled proposals (R-CNN) and adds box
-# regression.
+# Proposals free the detector from one box shape and cut the number of regions. In the full run
+# (2026-12-07) they lift mAP@0.5 from 0.345 (sliding windows) to 0.884 with the same patch
+# classifier: more than lesson 4's R-CNN classifier reaches before box regression (0.779). The patch
+# classifier saw about 3,500 raccoon crops (6,294 patches, 55 % raccoons; its negatives are random
+# boxes below IoU 0.3, parts of raccoons included), R-CNN's 895 positives (ground truth included)
+# and 3,200 negatives; it also scores OpenCV's 426 proposals per image instead of 1,000 of ours. Which of
+# these explains the gap was not measured (exercise 4). Lesson 4 trains the classifier on labelled
+# proposals (R-CNN) and adds box regression.
 #
 # Exercises: (1) use `selective_search` (ours) instead of OpenCV's; (2) raise the threshold to 0.99
-# as the seed does and compare mAP; (3) count how many proposals per image score above 0.5.
+# as the seed does and compare mAP; (3) count how many proposals per image score above 0.5;
+# (4) give this classifier our proposals (1,000 per image) and lesson 4's classifier OpenCV's.
