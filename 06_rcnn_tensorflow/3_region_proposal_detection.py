@@ -111,9 +111,9 @@ for panel in panels:
 # classifier: more than lesson 4's R-CNN classifier reaches before box regression (0.779). The patch
 # classifier saw about 3,500 raccoon crops (6,294 patches, 55 % raccoons; its negatives are random
 # boxes below IoU 0.3, parts of raccoons included), R-CNN's 895 positives (ground truth included)
-# and 3,200 negatives; it also scores OpenCV's 426 proposals per image instead of 1,000 of ours. Which of
-# these explains the gap was not measured (exercise 4). Lesson 4 trains the classifier on labelled
-# proposals (R-CNN) and adds box regression.
+# and 3,200 negatives; it also scores OpenCV's 426 proposals per image instead of 1,000 of ours.
+# Which of these explains the gap was not measured (exercise 4). Lesson 4 trains the classifier on
+# labelled proposals (R-CNN) and adds box regression.
 #
 # Exercises: (1) use `selective_search` (ours) instead of OpenCV's; (2) raise the threshold to 0.99
 # as the seed does and compare mAP; (3) count how many proposals per image score above 0.5;

@@ -12,8 +12,9 @@ Writes into ``--output-dir`` (default ``runs/06_rcnn_tensorflow/rcnn_dataset``):
 - ``dataset.json``: counts per label and split, rules, the search used and its CPU time.
 
 Positives IoU >= 0.7 (at most 30 per image, plus the ground truth), negatives IoU < 0.05 (at most
-10): the seed notebook's rules; R-CNN's part negatives 0.05 <= IoU < 0.3 (at most 10; ``--max-part-negative
-0`` gives the seed's rules) and its regression-only samples 0.6 <= IoU < 0.7 (at most 10). Images are searched in ``--workers`` processes.
+10): the seed notebook's rules; R-CNN's part negatives 0.05 <= IoU < 0.3 (at most 10;
+``--max-part-negative 0`` gives the seed's rules) and its regression-only samples 0.6 <= IoU < 0.7
+(at most 10). Images are searched in ``--workers`` processes.
 """
 
 from __future__ import annotations
