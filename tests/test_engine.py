@@ -722,3 +722,41 @@ def test_amp_scaler_state_is_saved_every_epoch_and_restored_on_resume(tmp_path, 
     resumed = _CudaLikeScaler.made[-1]
     assert resumed.loaded == [{"scale": 1024.0, "updates": 8}]  # 2 epochs of 4 steps
     assert engine.load_checkpoint(tmp_path / "last.pt")["scaler"]["updates"] == 12
+
+
+def test_zero_epochs_is_one_clear_error(tmp_path):
+    model = nn.Linear(2, 1)
+    with pytest.raises(UserError) as caught:
+        quiet_train(model, [], optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=0,
+                    output_dir=tmp_path)  # fmt: skip
+    assert caught.value.what == "--epochs must be >= 1, got 0"
+    assert caught.value.fix == "pass a positive number"
+
+
+def test_resume_from_a_checkpoint_path_keeps_the_best_epoch_of_the_killed_run(tmp_path):
+    """Scripted scores: epoch 1 is the best (0.9) and stays so after a resume from a copy of
+    last.pt given by path (epochs 2 and 3 score 0.5 and 0.7)."""
+    scores = {1: 0.9, 2: 0.5, 3: 0.7}
+
+    def run(epochs: int, output_dir, resume=False) -> dict:
+        model = nn.Linear(2, 1)
+        return quiet_train(
+            model,
+            engine.make_loader(linear_data(4), 2, shuffle=False, seed=0, workers=0),
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=epochs,
+            output_dir=output_dir,
+            resume=resume,
+            evaluate_fn=lambda model, epoch: {"score": scores[epoch]},
+            best_metric="score",
+            step_fn=supervised_step(nn.functional.mse_loss),
+        )
+
+    run(2, tmp_path / "killed")
+    saved = tmp_path / "elsewhere" / "epoch2.pt"
+    saved.parent.mkdir()
+    saved.write_bytes((tmp_path / "killed" / "last.pt").read_bytes())
+    result = run(3, tmp_path / "resumed", resume=str(saved))
+    assert [entry["epoch"] for entry in result["history"]] == [1, 2, 3]
+    assert result["best"] == {"metric": "score", "mode": "max", "value": 0.9, "epoch": 1}
+    assert not (tmp_path / "resumed" / "best.pt").exists()  # no epoch of this process beat 0.9

@@ -317,3 +317,43 @@ def test_cuda_generator_states_round_trip_where_the_device_count_matches(monkeyp
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     ckpt.set_rng_state(state)
     assert len(restored) == 1
+
+
+def test_load_model_state_cuts_a_first_problem_only_past_200_characters():
+    model = nn.Linear(2, 1)
+    good = model.state_dict()
+
+    def first_problem(extra_key: str) -> str:
+        with pytest.raises(UserError) as error:
+            engine.load_model_state(model, dict(good, **{extra_key: torch.zeros(1)}))
+        return error.value.what.partition("(")[2].removesuffix(")")
+
+    probe = first_problem("k")  # the line with a key of one character
+    at_200 = first_problem("k" * (201 - len(probe)))
+    assert len(at_200) == 200 and not at_200.endswith("...")
+    full_201 = at_200.replace('"', '"k', 1)  # the same line, one character longer
+    assert first_problem("k" * (202 - len(probe))) == full_201[:200] + "..."
+
+
+def test_pickled_object_error_names_the_trusted_way_to_load(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"when": types.SimpleNamespace(a=1)}, path)
+    with pytest.raises(UserError) as caught:
+        ckpt.load_checkpoint(path)
+    assert caught.value.fix == (
+        "save only state_dicts and plain types; load files you trust with "
+        "torch.load(path, weights_only=False)"
+    )
+
+
+def test_restore_of_another_model_names_torch_first_line(tmp_path):
+    model, other = nn.Linear(2, 1), nn.Linear(3, 1)
+    checkpoint = {"model": model.state_dict(), "optimizer": {}}
+    with pytest.raises(RuntimeError) as torch_error:
+        other.load_state_dict(checkpoint["model"])
+    first_line = str(torch_error.value).strip().splitlines()[0][:200]
+    with pytest.raises(UserError) as caught:
+        ckpt.restore_training_state(checkpoint, model=other,
+                                    optimizer=torch.optim.SGD(other.parameters()), path=tmp_path)  # fmt: skip
+    assert caught.value.what == f"checkpoint does not fit this model / optimizer ({first_line})"
+    assert caught.value.path == str(tmp_path)
