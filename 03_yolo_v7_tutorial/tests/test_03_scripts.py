@@ -154,10 +154,8 @@ def test_train_with_auxiliary_head_end_to_end(script, tmp_path, monkeypatch):
         assert not torch.equal(checkpoint["model"][f"model.{key}"], initial[key]), key
     model, _ = load_trained(out / "last.pt")
     assert model.aux is not None and len(model.train()(torch.rand(1, 3, 64, 64))) == 6
-    # 3 steps leave boxes up to 5x the 64 px image: 326 px widths, whose float32 spacing is 3e-5,
-    # so a few roundings apart is 1.2e-4 (measured; scores agree within 5e-7): tolerance 1e-3 here
-    exported = export.main(["--weights", str(out / "last.pt"), "--dry-run", "--tolerance", "1e-3"])
-    assert exported["max_abs_diff"] <= 1e-3 and Path(exported["onnx"]).is_file()
+    exported = export.main(["--weights", str(out / "last.pt"), "--dry-run"])
+    assert exported["max_abs_diff"] <= 1e-4 and Path(exported["onnx"]).is_file()
 
 
 class Oracle(torch.nn.Module):
@@ -214,6 +212,7 @@ def test_export_parity_without_and_with_nms(script, trained):
     export = script("export")
     plain = export.main(["--weights", str(trained / "best.pt"), "--dry-run", "--dynamic-batch"])
     assert plain["max_abs_diff"] <= 1e-4 and Path(plain["onnx"]).is_file()
+    assert plain["max_abs_diff_px"] <= 1e-3  # boxes of a 64 px input: a few float32 spacings
     if plain["opencv_max_abs_diff"] is not None:
         assert plain["opencv_max_abs_diff"] <= 1e-3
     # the 1-epoch model scores every box about 3e-4: near-ties that NMS may order either way. Spread
