@@ -760,3 +760,18 @@ def test_resume_from_a_checkpoint_path_keeps_the_best_epoch_of_the_killed_run(tm
     assert [entry["epoch"] for entry in result["history"]] == [1, 2, 3]
     assert result["best"] == {"metric": "score", "mode": "max", "value": 0.9, "epoch": 1}
     assert not (tmp_path / "resumed" / "best.pt").exists()  # no epoch of this process beat 0.9
+
+
+def test_step_function_gets_the_training_device(tmp_path):
+    devices_seen = []
+    step = supervised_step(nn.functional.mse_loss)
+
+    def recording_step(model, batch, device):
+        devices_seen.append(device)
+        return step(model, batch, device)
+
+    model = nn.Linear(2, 1)
+    loader = engine.make_loader(linear_data(4), 2, shuffle=False, seed=0, workers=0)
+    quiet_train(model, loader, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+                output_dir=tmp_path, step_fn=recording_step)  # fmt: skip
+    assert devices_seen == [torch.device("cpu")] * 2

@@ -61,6 +61,7 @@ def test_log_gets_a_line_every_n_steps_and_one_per_epoch(tmp_path, monkeypatch):
     assert all(float(line.split(" loss ")[1].split()[0]) > 0 for line in steps)
     others = [line for line in lines if " step " not in line]
     assert len(others) == 2  # one line per epoch (epoch_line), nothing else
+    assert [line.split(" | ")[0] for line in others] == ["epoch 1/2", "epoch 2/2"]
     assert [entry["steps"] for entry in result["history"]] == [7, 7]
 
 
