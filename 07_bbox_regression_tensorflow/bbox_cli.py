@@ -30,10 +30,12 @@ from detseg.errors import UserError
 EXAMPLE = bbox_training.EXAMPLE
 # the measured configurations of the README (small backbone, 2 CPU cores)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "single": {"classes": ["airplane"], "epochs": 40, "batch_size": 32, "lr": 1e-3, "run": "bbox"},
-    "multi": {"classes": None, "epochs": 40, "batch_size": 32, "lr": 1e-3, "run": "multiclass"},
+    "single": {"classes": ["airplane"], "epochs": 60, "batch_size": 32, "lr": 1e-3, "run": "bbox"},
+    "multi": {"classes": None, "epochs": 60, "batch_size": 32, "lr": 1e-3, "run": "multiclass"},
 }  # fmt: skip
-PRETRAIN = {"epochs": 3, "batch_size": 32, "lr": 3e-3}
+PRETRAIN = {"epochs": 5, "batch_size": 32, "lr": 3e-3}
+BOX_LOSS = "l1+giou"
+LR_SCHEDULE = "cosine"
 
 
 def get_args_parser(task: str) -> argparse.ArgumentParser:
@@ -71,7 +73,7 @@ def get_args_parser(task: str) -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=0.1, help="per class, for early stopping"
     )
     parser.add_argument("--test-fraction", type=float, default=0.2, help="per class, held out")
-    parser.add_argument("--patience", type=int, default=8, help="early-stopping patience (epochs)")
+    parser.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
     if not single:
         parser.add_argument("--bbox-weight", type=float, default=1.0, help="weight of the box loss")
         parser.add_argument(
@@ -83,6 +85,26 @@ def get_args_parser(task: str) -> argparse.ArgumentParser:
         default=True,
         help="run the frozen backbone once and train the heads on its cached features; "
         "--no-cached-features runs it on every image in every epoch (the seed's loop)",
+    )
+    parser.add_argument(
+        "--box-loss",
+        default=BOX_LOSS,
+        choices=list(bbox_models.BOX_LOSSES),
+        help="mse: the seed's; l1+giou: mean absolute error + (1 - generalised IoU)",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        default=LR_SCHEDULE,
+        choices=["constant", "cosine"],
+        help="the heads' learning rate: constant, or a cosine from --lr to 0 over --epochs",
+    )
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train on every training image mirrored left-right, its box with it; needs "
+        "--cached-features (the mirrored features are cached too) (default: on with "
+        "--cached-features, off without)",
     )
     parser.add_argument(
         "--pretrain-epochs", type=int, default=PRETRAIN["epochs"], help="small backbone only"
@@ -142,6 +164,13 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
     for flag in ("bbox_weight", "class_weight"):
         if hasattr(args, flag):
             positive_float(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.flip is None:
+        args.flip = args.cached_features
+    if args.flip and not args.cached_features and not args.resume:
+        raise UserError(
+            "--flip needs --cached-features (the mirrored images' features are cached)",
+            fix="drop --no-cached-features or add --no-flip",
+        )
     if args.weights is not None:
         bbox_training.check_keras_file(args.weights, "--weights")
     bbox_training.select_strategy(args.device)  # an unknown device fails here, before any work
@@ -163,6 +192,17 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
         bbox_training.check_keras_file(args.resume, "--resume")
         state = bbox_training.read_state(args.resume)
         args.cached_features = bool(state["config"].get("cached_features", args.cached_features))
+        args.flip = bool(state["config"].get("flip", False))
+        # the resumed optimizer comes with its loss and schedule: keep the config truthful
+        args.box_loss = state["config"].get("box_loss", "mse")
+        args.lr_schedule = state["config"].get("lr_schedule", "constant")
+        started = state["config"].get("epochs")
+        if args.lr_schedule == "cosine" and started is not None and args.epochs != started:
+            raise UserError(
+                f"--epochs {args.epochs}: this run's cosine learning rate ends at epoch {started}",
+                path=args.resume,
+                fix=f"resume with --epochs {started} (or train anew with --lr-schedule constant)",
+            )
         if args.cached_features:
             heads = Path(args.resume).with_name("last-heads.keras")
             bbox_training.check_keras_file(heads, "--resume (the heads with their optimizer)")
@@ -205,6 +245,9 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
         class_weight=getattr(args, "class_weight", 1.0),
         patience=args.patience,
         cached_features=args.cached_features,
+        flip=args.flip,
+        box_loss=args.box_loss,
+        lr_schedule=args.lr_schedule,
         resume=args.resume or None,
         init_weights=args.weights,
         max_steps=1 if args.dry_run else None,

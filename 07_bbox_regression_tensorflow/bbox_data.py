@@ -132,12 +132,17 @@ def box_dataset(
     batch_size: int,
     with_class: bool,
     order: np.ndarray | None = None,
+    flip: float = 0.0,
+    flip_seed: int = 0,
 ) -> Any:
-    """A ``tf.data.Dataset`` of ``(images, targets)`` batches (module docstring) in ``order``.
+    """A ``tf.data.Dataset`` of ``(images, targets)`` batches (module docstring) in ``order``;
+    each image mirrored left-right with probability ``flip`` (1: all), its box with it
+    (:func:`mirror_boxes`), drawn from ``(flip_seed, image index)``.
 
     Images are read and resized one by one when the batch is needed (never all at once).
     """
     from detseg.data.tf_datasets import detection_tf_dataset
+    from detseg.data.transforms import HorizontalFlip
 
     if order is not None:
         dataset = replace(dataset, records=[dataset.records[int(i)] for i in order])
@@ -147,6 +152,8 @@ def box_dataset(
         batch_size=batch_size,
         max_boxes=1,
         normalize_boxes=True,
+        transforms=HorizontalFlip(p=flip) if flip > 0 else None,
+        seed=flip_seed,
     )
 
     def to_keras(images: Any, targets: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -167,9 +174,11 @@ def training_dataset(
     seed: int,
     first_epoch: int,
     last_epoch: int,
+    flip: float = 0.0,
 ) -> Any:
     """Epochs ``first_epoch .. last_epoch - 1`` one after the other, each in :func:`epoch_order`,
-    for ``model.fit(..., initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch(...))``."""
+    for ``model.fit(..., initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch(...))``;
+    ``flip``: the probability of mirroring an image, drawn anew each epoch."""
     epochs = [
         box_dataset(
             dataset,
@@ -177,6 +186,8 @@ def training_dataset(
             batch_size=batch_size,
             with_class=with_class,
             order=epoch_order(len(dataset), seed=seed, epoch=epoch),
+            flip=flip,
+            flip_seed=seed * 100_003 + epoch,
         )
         for epoch in range(first_epoch, last_epoch)
     ]
@@ -184,6 +195,12 @@ def training_dataset(
     for more in epochs[1:]:
         pipeline = pipeline.concatenate(more)
     return pipeline
+
+
+def mirror_boxes(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] xyxy divided by the image size -> the boxes of the left-right mirrored images."""
+    boxes = np.asarray(boxes, np.float32)
+    return np.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
 def steps_per_epoch(num_items: int, batch_size: int) -> int:

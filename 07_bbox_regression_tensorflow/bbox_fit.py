@@ -42,21 +42,41 @@ from detseg.errors import UserError
 from detseg.viz import plot_confusion_matrix, plot_history
 
 
-def extract_features(backbone: Any, dataset: Any, *, image_size: int) -> np.ndarray:
-    """float32 [N, F]: the flattened backbone features of every record, images read lazily."""
+def extract_features(
+    backbone: Any, dataset: Any, *, image_size: int, flip: bool = False
+) -> np.ndarray:
+    """float32 [N, *map shape]: the backbone's features of every record (of its left-right mirror
+    with ``flip``), images read lazily."""
     pipeline = bbox_data.box_dataset(
-        dataset, image_size=image_size, batch_size=64, with_class=False
+        dataset, image_size=image_size, batch_size=64, with_class=False, flip=1.0 if flip else 0.0
     ).map(lambda images, targets: images)
-    features = backbone.predict(pipeline, verbose=0)
-    return np.asarray(features, np.float32).reshape(len(dataset), -1)
+    return np.asarray(backbone.predict(pipeline, verbose=0), np.float32)
 
 
-def targets_of(dataset: Any, *, with_class: bool) -> dict[str, np.ndarray]:
-    """``{"bbox": float32 [N, 4] in [0, 1], "class": int32 [N]}`` of every record."""
-    targets = {"bbox": bbox_data.true_boxes(dataset) / bbox_data.image_sizes(dataset)}
+def targets_of(dataset: Any, *, with_class: bool, flip: bool = False) -> dict[str, np.ndarray]:
+    """``{"bbox": float32 [N, 4] in [0, 1], "class": int32 [N]}`` of every record (``flip``: the
+    boxes of the mirrored images)."""
+    boxes = bbox_data.true_boxes(dataset) / bbox_data.image_sizes(dataset)
+    targets = {"bbox": bbox_data.mirror_boxes(boxes) if flip else boxes}
     if with_class:
         targets["class"] = bbox_data.true_labels(dataset).astype(np.int32)
     return targets
+
+
+def training_features(
+    backbone: Any, dataset: Any, *, image_size: int, with_class: bool, flip: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The cached training set: features and targets of every record, then (``flip``) of every
+    record mirrored left-right, so an epoch sees each image both ways ([2N, ...])."""
+    features = extract_features(backbone, dataset, image_size=image_size)
+    targets = targets_of(dataset, with_class=with_class)
+    if not flip:
+        return features, targets
+    mirrored = extract_features(backbone, dataset, image_size=image_size, flip=True)
+    mirrored_targets = targets_of(dataset, with_class=with_class, flip=True)
+    return np.concatenate([features, mirrored]), {
+        name: np.concatenate([values, mirrored_targets[name]]) for name, values in targets.items()
+    }
 
 
 def cached_training_dataset(
@@ -102,6 +122,9 @@ def fit_regressor(
     config: Mapping[str, Any],
     pretrain: Mapping[str, Any],
     cached_features: bool = True,
+    flip: bool = False,
+    box_loss: str = "mse",
+    lr_schedule: str = "constant",
     bbox_weight: float = 1.0,
     class_weight: float = 1.0,
     patience: int = 8,
@@ -121,6 +144,9 @@ def fit_regressor(
             classes it learns, default ``splits``) or ``"vgg16"`` (ImageNet).
         with_class: add the class head (07b).
         cached_features: train the heads on cached backbone features (module docstring).
+        flip: (cached features only) train on every image and its left-right mirror.
+        box_loss: a key of :data:`bbox_models.BOX_LOSSES`.
+        lr_schedule: ``constant`` or ``cosine`` (from ``lr`` to 0 over the ``epochs``).
         resume: a ``last.keras`` to continue from (its ``.json`` gives the epoch and counters).
         init_weights: a ``.keras`` whose weights start the run (``--weights``).
         max_steps: batches per epoch cap (``--dry-run``: 1).
@@ -134,6 +160,9 @@ def fit_regressor(
     train, val, test = splits["train"], splits["val"], splits["test"]
     num_classes = len(train.classes)
     strategy = select_strategy(device)
+    steps = bbox_data.steps_per_epoch(len(train) * (2 if flip else 1), batch_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
     output_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     start_epoch, best, counters = 0, None, None
@@ -161,8 +190,8 @@ def fit_regressor(
             else:
                 backbone = bbox_models.vgg16_backbone(image_size)
             keras.utils.set_random_seed(seed)  # the heads start the same, cached or not
-            model = bbox_models.build_regressor(
-                backbone, num_classes=num_classes if with_class else None
+            model = bbox_models.build_for(
+                backbone_name, backbone, num_classes=num_classes if with_class else None
             )
             if init_weights is not None:
                 try:
@@ -180,11 +209,13 @@ def fit_regressor(
         if resume is None:  # a resumed model comes compiled, with its optimizer state
             bbox_models.compile_regressor(
                 fitted, lr=lr, with_class=with_class, bbox_weight=bbox_weight,
-                class_weight=class_weight,
+                class_weight=class_weight, box_loss=box_loss,
+                decay_steps=steps * epochs if lr_schedule == "cosine" else None,
             )  # fmt: skip
     config = {**config, "image_size": image_size, "classes": train.classes,
               "with_class": with_class, "pretrain_info": pretrain_info,
-              "cached_features": cached_features}  # fmt: skip
+              "cached_features": cached_features, "flip": flip,
+              "box_loss": box_loss, "lr_schedule": lr_schedule}  # fmt: skip
     early_stopping = ResumableEarlyStopping(
         monitor=MONITOR, mode="max", patience=patience, restored=counters
     )
@@ -202,25 +233,26 @@ def fit_regressor(
     ]
     if tracker != "none":
         callbacks.append(TrackerCallback(make_tracker(tracker, output_dir, config=config), history))
-    steps = bbox_data.steps_per_epoch(len(train), batch_size)
-    if max_steps is not None:
-        steps = min(steps, max_steps)
     trained_now, feature_seconds = 0, 0.0
     train_start = time.perf_counter()
     if start_epoch < epochs:
         if cached_features:
             feature_start = time.perf_counter()
-            train_features = extract_features(backbone, train, image_size=image_size)
+            train_features, train_targets = training_features(
+                backbone, train, image_size=image_size, with_class=with_class, flip=flip
+            )
             val_features = extract_features(backbone, val, image_size=image_size)
             feature_seconds = time.perf_counter() - feature_start
             data = cached_training_dataset(
-                train_features, targets_of(train, with_class=with_class), batch_size=batch_size,
+                train_features, train_targets, batch_size=batch_size,
                 seed=seed, first_epoch=start_epoch, last_epoch=epochs,
             )  # fmt: skip
             val_data = tf.data.Dataset.from_tensor_slices(
                 (val_features, targets_of(val, with_class=with_class))
             ).batch(256)
         else:
+            if flip:
+                raise UserError("--flip needs --cached-features", fix="drop --flip")
             data = bbox_data.training_dataset(
                 train, image_size=image_size, batch_size=batch_size, with_class=with_class,
                 seed=seed, first_epoch=start_epoch, last_epoch=epochs,

@@ -12,11 +12,22 @@ Backbones (a visible dict, :data:`BACKBONES`):
   three classes is in the image: the training images only, never their boxes), then frozen, the
   offline stand-in for "pretrained on ImageNet" (:func:`pretrain_small_backbone`).
 
-Heads (the seed's, on the flattened features; their own sub-model ``heads``, so that they can
-also train on cached features)::
+Heads (the seed's dense layers; their own sub-model ``heads``, so that they can also train on
+cached features), on the backbone's feature map::
 
-    bbox:  Dense 128 ReLU - Dense 64 ReLU - Dense 32 ReLU - Dense 4 sigmoid  (xyxy / image size)
-    class: Dense 512 ReLU - Dropout 0.5 - Dense 512 ReLU - Dropout 0.5 - Dense C softmax  (07b only)
+    bbox:  [Conv 1x1 32 ReLU] - Flatten - Dense 128 ReLU - Dense 64 ReLU - Dense 32 ReLU
+           - Dense 4 sigmoid  (xyxy / image size)
+    class: [MaxPool 2] - Flatten - Dense 512 ReLU - Dropout 0.5 - Dense 512 ReLU - Dropout 0.5
+           - Dense C softmax  (07b only)
+
+The bracketed layers are the small backbone's (:data:`HEAD_OPTIONS`): its regressor reads the map
+*before* the last pooling ([8, 8, 128] at 128 px, a cell every 16 pixels instead of 32), the box head
+first squeezes it to 32 channels with a trainable 1 x 1 convolution (so the flattened box features stay
+2048 long), and the class head pools it back to the [4, 4, 128] = 2048 features of the whole backbone.
+VGG16 keeps the seed's heads exactly (flatten [7, 7, 512]).
+
+Box losses (:data:`BOX_LOSSES`): ``mse`` (the seed's) or ``l1+giou`` (mean absolute error of the four
+numbers plus ``1 - GIoU``, :func:`giou_loss`, the loss DETR uses for its boxes).
 
 Models take images float32 [B, S, S, 3] in [0, 1] (the VGG16 model converts them to its own input
 convention inside, :class:`CaffePreprocess`) and return a dict ``{"bbox": [B, 4], "class": [B, C]}``.
@@ -47,6 +58,12 @@ VGG16_WEIGHTS = {
 }
 BBOX_UNITS = (128, 64, 32)
 CLASS_UNITS = (512, 512)
+# what the regressor reads of each backbone and the layers its heads add (module docstring)
+FEATURE_LAYER = {"small": "relu4", "vgg16": None}  # None: the backbone's own output
+HEAD_OPTIONS: dict[str, dict[str, int | None]] = {
+    "small": {"box_channels": 32, "class_pool": 2},
+    "vgg16": {"box_channels": None, "class_pool": None},
+}
 
 
 @keras.saving.register_keras_serializable(package="detseg07")
@@ -129,6 +146,17 @@ def vgg16_backbone(image_size: int = 224, *, weights: str | Path | None = "image
     return keras.Model(inputs, vgg(CaffePreprocess(name="caffe_preprocess")(inputs)), name="vgg16")
 
 
+def regression_features(backbone: Any, backbone_name: str) -> Any:
+    """The part of ``backbone`` the regressor reads: up to :data:`FEATURE_LAYER` (the small
+    backbone's last ReLU, before its last pooling), or the whole backbone (VGG16)."""
+    layer = FEATURE_LAYER[backbone_name]
+    if layer is None:
+        return backbone
+    return keras.Model(
+        backbone.input, backbone.get_layer(layer).output, name=f"{backbone.name}_map"
+    )
+
+
 def classifier_on(backbone: Any, num_classes: int) -> Any:
     """backbone -> global average pooling -> softmax: the pretraining task of the small backbone."""
     x = keras.layers.GlobalAveragePooling2D(name="gap")(backbone.output)
@@ -136,19 +164,38 @@ def classifier_on(backbone: Any, num_classes: int) -> Any:
     return keras.Model(backbone.input, outputs, name="backbone_classifier")
 
 
-def build_heads(num_features: int, *, num_classes: int | None = None, dropout: float = 0.5) -> Any:
-    """The seed's heads on flattened features (module docstring), as their own model ``heads``.
+def build_heads(
+    feature_shape: int | Sequence[int],
+    *,
+    num_classes: int | None = None,
+    dropout: float = 0.5,
+    box_channels: int | None = None,
+    class_pool: int | None = None,
+) -> Any:
+    """The heads (module docstring) as their own model ``heads``.
 
+    Args:
+        feature_shape: the backbone's output map ``(H, W, C)``, or ``F`` for flat features.
+        num_classes: None for the box head only (07a), else C for the class head too (07b).
+        box_channels: a 1 x 1 convolution to that many channels before the box head's flatten.
+        class_pool: max pooling of that size before the class head's flatten.
     Returns:
-        ``keras.Model`` features [B, F] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
+        ``keras.Model`` features [B, *feature_shape] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
     """
-    features = keras.Input((num_features,), name="features")
+    shape = (feature_shape,) if isinstance(feature_shape, int) else tuple(feature_shape)
+    features = keras.Input(shape, name="features")
     x = features
+    if box_channels is not None:
+        x = keras.layers.Conv2D(box_channels, 1, activation="relu", name="bbox_reduce")(x)
+    x = keras.layers.Flatten(name="bbox_flatten")(x)
     for index, units in enumerate(BBOX_UNITS):
         x = keras.layers.Dense(units, activation="relu", name=f"bbox_dense{index}")(x)
     outputs = {"bbox": keras.layers.Dense(4, activation="sigmoid", name="bbox_out")(x)}
     if num_classes is not None:
         y = features
+        if class_pool is not None:
+            y = keras.layers.MaxPooling2D(class_pool, name="class_pool")(y)
+        y = keras.layers.Flatten(name="class_flatten")(y)
         for index, units in enumerate(CLASS_UNITS):
             y = keras.layers.Dense(units, activation="relu", name=f"class_dense{index}")(y)
             y = keras.layers.Dropout(dropout, name=f"class_dropout{index}")(y)
@@ -159,28 +206,48 @@ def build_heads(num_features: int, *, num_classes: int | None = None, dropout: f
 
 
 def build_regressor(
-    backbone: Any, *, num_classes: int | None = None, heads: Any = None, dropout: float = 0.5
+    backbone: Any,
+    *,
+    num_classes: int | None = None,
+    heads: Any = None,
+    dropout: float = 0.5,
+    box_channels: int | None = None,
+    class_pool: int | None = None,
 ) -> Any:
-    """The frozen ``backbone``, flattened, into ``heads`` (default: new :func:`build_heads`).
+    """The frozen ``backbone`` into ``heads`` (default: new :func:`build_heads`).
 
     Args:
-        backbone: a Keras model, images -> feature map; frozen here (``trainable = False``: its
-            weights and BatchNorm statistics stay as they are).
+        backbone: a Keras model, images -> feature map (:func:`regression_features`); frozen here
+            (``trainable = False``: its weights and BatchNorm statistics stay as they are).
         num_classes: None for the box head only (07a), else C for the class head too (07b).
         heads: existing heads to reuse (trained on cached features, or resumed).
+        box_channels, class_pool: of new heads (:func:`build_heads`, :data:`HEAD_OPTIONS`).
     Returns:
         ``keras.Model`` images [B, S, S, 3] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
     """
     backbone.trainable = False
     size = backbone.input.shape[1]
     inputs = keras.Input((size, size, 3), name="images")
-    features = keras.layers.Flatten(name="flatten")(backbone(inputs, training=False))
+    features = backbone(inputs, training=False)
     if heads is None:
-        heads = build_heads(int(features.shape[-1]), num_classes=num_classes, dropout=dropout)
+        heads = build_heads(
+            tuple(features.shape[1:]), num_classes=num_classes, dropout=dropout,
+            box_channels=box_channels, class_pool=class_pool,
+        )  # fmt: skip
     predicted = heads(features)
     # named outputs, so that every export (SavedModel, ONNX) calls them "bbox" and "class"
     outputs = {name: keras.layers.Identity(name=name)(value) for name, value in predicted.items()}
     return keras.Model(inputs, outputs, name=f"{backbone.name}_regressor")
+
+
+def build_for(backbone_name: str, backbone: Any, *, num_classes: int | None = None) -> Any:
+    """The regressor of ``--backbone backbone_name`` on the whole (pretrained) ``backbone``:
+    :func:`regression_features` and the :data:`HEAD_OPTIONS` of that backbone."""
+    return build_regressor(
+        regression_features(backbone, backbone_name),
+        num_classes=num_classes,
+        **HEAD_OPTIONS[backbone_name],
+    )
 
 
 def split_regressor(model: Any) -> tuple[Any, Any]:
@@ -201,15 +268,8 @@ def all_parameters(model: Any) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights))
 
 
-def box_iou_pairs(boxes_a: Any, boxes_b: Any) -> Any:
-    """IoU of ``boxes_a[i]`` with ``boxes_b[i]`` (Keras ops, any backend).
-
-    Args:
-        boxes_a, boxes_b: [B, 4] xyxy, both in the same units (pixels, or divided by the image
-            size: IoU does not change when x and y are scaled, each by its own factor).
-    Returns:
-        [B] IoU in [0, 1]; 0 where both boxes are empty.
-    """
+def _inter_union(boxes_a: Any, boxes_b: Any) -> tuple[Any, Any]:
+    """Intersection and union areas of ``boxes_a[i]`` and ``boxes_b[i]``, each [B]."""
     ops = keras.ops
     x1 = ops.maximum(boxes_a[:, 0], boxes_b[:, 0])
     y1 = ops.maximum(boxes_a[:, 1], boxes_b[:, 1])
@@ -222,8 +282,20 @@ def box_iou_pairs(boxes_a: Any, boxes_b: Any) -> Any:
             boxes[:, 3] - boxes[:, 1], 0.0
         )
 
-    union = area(boxes_a) + area(boxes_b) - inter
-    return ops.where(union > 0, inter / ops.maximum(union, 1e-12), 0.0)
+    return inter, area(boxes_a) + area(boxes_b) - inter
+
+
+def box_iou_pairs(boxes_a: Any, boxes_b: Any) -> Any:
+    """IoU of ``boxes_a[i]`` with ``boxes_b[i]`` (Keras ops, any backend).
+
+    Args:
+        boxes_a, boxes_b: [B, 4] xyxy, both in the same units (pixels, or divided by the image
+            size: IoU does not change when x and y are scaled, each by its own factor).
+    Returns:
+        [B] IoU in [0, 1]; 0 where both boxes are empty.
+    """
+    inter, union = _inter_union(boxes_a, boxes_b)
+    return keras.ops.where(union > 0, inter / keras.ops.maximum(union, 1e-12), 0.0)
 
 
 @keras.saving.register_keras_serializable(package="detseg07")
@@ -237,11 +309,60 @@ class MeanBoxIoU(keras.metrics.Mean):
         return super().update_state(box_iou_pairs(y_true, y_pred), sample_weight)
 
 
+def giou_pairs(boxes_true: Any, boxes_pred: Any) -> Any:
+    """Generalised IoU of ``boxes_true[i]`` with ``boxes_pred[i]`` (Keras ops): IoU minus the share
+    of the smallest enclosing box that neither covers (Rezatofighi et al. 2019).
+
+    Args:
+        boxes_true, boxes_pred: [B, 4] xyxy in the same units.
+    Returns:
+        [B] in [-1, 1]; it still falls as two disjoint boxes move apart, where IoU stays 0.
+    """
+    ops = keras.ops
+    iou = box_iou_pairs(boxes_true, boxes_pred)
+    inter_union = _inter_union(boxes_true, boxes_pred)
+    hull_w = ops.maximum(boxes_true[:, 2], boxes_pred[:, 2]) - ops.minimum(
+        boxes_true[:, 0], boxes_pred[:, 0]
+    )
+    hull_h = ops.maximum(boxes_true[:, 3], boxes_pred[:, 3]) - ops.minimum(
+        boxes_true[:, 1], boxes_pred[:, 1]
+    )
+    hull = ops.maximum(hull_w, 0.0) * ops.maximum(hull_h, 0.0)
+    union = inter_union[1]
+    return iou - (hull - union) / ops.maximum(hull, 1e-7)
+
+
+@keras.saving.register_keras_serializable(package="detseg07")
+def giou_loss(boxes_true: Any, boxes_pred: Any) -> Any:
+    """``1 - GIoU`` per box, [B] (:func:`giou_pairs`)."""
+    return 1.0 - giou_pairs(boxes_true, boxes_pred)
+
+
+@keras.saving.register_keras_serializable(package="detseg07")
+def l1_giou_loss(boxes_true: Any, boxes_pred: Any) -> Any:
+    """Mean absolute error of the four numbers plus ``1 - GIoU``, per box, [B]."""
+    l1 = keras.ops.mean(keras.ops.abs(boxes_true - boxes_pred), axis=-1)
+    return l1 + giou_loss(boxes_true, boxes_pred)
+
+
+BOX_LOSSES: dict[str, Any] = {"mse": "mse", "l1+giou": l1_giou_loss}
+
+
 def compile_regressor(
-    model: Any, *, lr: float, with_class: bool, bbox_weight: float = 1.0, class_weight: float = 1.0
+    model: Any,
+    *,
+    lr: float,
+    with_class: bool,
+    bbox_weight: float = 1.0,
+    class_weight: float = 1.0,
+    box_loss: str = "mse",
+    decay_steps: int | None = None,
 ) -> Any:
-    """Adam, MSE on the boxes (the seed's loss), cross-entropy on the class, weighted and summed."""
-    losses: dict[str, Any] = {"bbox": "mse"}
+    """Adam (its rate decayed from ``lr`` to 0 along a cosine over ``decay_steps`` steps, or
+    constant when None); ``box_loss`` (:data:`BOX_LOSSES`) on the boxes, cross-entropy on the
+    class, weighted and summed."""
+    rate = lr if decay_steps is None else keras.optimizers.schedules.CosineDecay(lr, decay_steps)
+    losses: dict[str, Any] = {"bbox": BOX_LOSSES[box_loss]}
     weights = {"bbox": bbox_weight}
     metrics: dict[str, Any] = {"bbox": [MeanBoxIoU()]}
     if with_class:
@@ -249,6 +370,6 @@ def compile_regressor(
         weights["class"] = class_weight
         metrics["class"] = ["sparse_categorical_accuracy"]
     model.compile(
-        optimizer=keras.optimizers.Adam(lr), loss=losses, loss_weights=weights, metrics=metrics
+        optimizer=keras.optimizers.Adam(rate), loss=losses, loss_weights=weights, metrics=metrics
     )
     return model

@@ -336,13 +336,15 @@ def pretrain_small_backbone(
     seed: int,
     cache_dir: Path,
     max_steps: int | None = None,
+    flip: float = 0.5,
     verbose: int = 0,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the small backbone to classify the images of ``splits["train"]`` (all its classes), or
     reuse the copy cached under the same settings; returns ``(backbone, info)``.
 
-    The task sees the training images and their class names, never a box and never a val / test
-    image. ``info``: ``{"val_accuracy", "seconds", "cached", "path"}``.
+    Adam with a cosine decay of ``lr`` to 0 over the ``epochs``; each image mirrored left-right with
+    probability ``flip``. The task sees the training images and their class names, never a box and
+    never a val / test image. ``info``: ``{"val_accuracy", "seconds", "cached", "path"}``.
     """
     train, val = splits["train"], splits["val"]
     key = _cache_key(
@@ -357,6 +359,8 @@ def pretrain_small_backbone(
             "lr": lr,
             "seed": seed,
             "max_steps": max_steps,
+            "flip": flip,
+            "schedule": "cosine",
         }
     )
     path = Path(cache_dir) / f"small_backbone-{key}.keras"
@@ -372,14 +376,14 @@ def pretrain_small_backbone(
     keras.utils.set_random_seed(seed)
     backbone = bbox_models.build_small_backbone(image_size)
     classifier = bbox_models.classifier_on(backbone, len(train.classes))
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["sparse_categorical_accuracy"],
-    )
     steps = bbox_data.steps_per_epoch(len(train), batch_size)
     if max_steps is not None:
         steps = min(steps, max_steps)
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps * epochs)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+    )
 
     def labels_only(dataset: Any) -> Any:
         return dataset.map(lambda images, targets: (images, targets["class"]))
@@ -387,7 +391,7 @@ def pretrain_small_backbone(
     data = labels_only(
         bbox_data.training_dataset(
             train, image_size=image_size, batch_size=batch_size, with_class=True, seed=seed,
-            first_epoch=0, last_epoch=epochs,
+            first_epoch=0, last_epoch=epochs, flip=flip,
         )
     )  # fmt: skip
     val_data = labels_only(

@@ -33,7 +33,7 @@ def case_ort_vs_keras() -> dict[str, Any]:
     from detseg.export import ort_session
 
     keras.utils.set_random_seed(0)
-    model = bbox_models.build_regressor(bbox_models.build_small_backbone(128), num_classes=3)
+    model = bbox_models.build_for("small", bbox_models.build_small_backbone(128), num_classes=3)
     images = np.random.default_rng(0).random((1, 128, 128, 3), np.float32)
     reference = model(images, training=False)
     repeats = 3 if settings.smoke_mode() else 50

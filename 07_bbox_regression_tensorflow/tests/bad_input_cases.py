@@ -35,6 +35,8 @@ CASES = [
     Case("07b-train-negative-class-weight", B, [*SMALL, "--class-weight", "-1"], "--class-weight"),
     Case("07b-train-unknown-tracker", B, [*SMALL, "--tracker", "mlflow"], "--tracker"),
     Case("07b-train-mps", B, [*SMALL, "--device", "mps"], "--device"),
+    Case("07b-train-flip-uncached", B, [*SMALL, "--flip", "--no-cached-features"], "--flip"),
+    Case("07b-train-unknown-box-loss", B, [*SMALL, "--box-loss", "iou"], "--box-loss"),
     # data
     Case("07b-train-missing-data-path", B, [*SMALL, "--data-path", "{tmp}/nope"], "{tmp}/nope"),
     Case(

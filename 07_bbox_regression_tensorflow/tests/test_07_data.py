@@ -102,3 +102,24 @@ def test_images_with_several_boxes_are_refused(tmp_path):
     (tmp_path / "annotations" / "cat.csv").write_text("a.jpg,1,1,5,5,cat\na.jpg,6,6,9,9,cat\n")
     with pytest.raises(UserError, match="several boxes"):
         bbox_data.load_source(tmp_path)
+
+
+def test_flipped_batches_are_the_mirrored_images_with_mirror_boxes(dataset):
+    plain = bbox_data.box_dataset(dataset, image_size=32, batch_size=24, with_class=False)
+    flipped = bbox_data.box_dataset(
+        dataset, image_size=32, batch_size=24, with_class=False, flip=1.0
+    )
+    (images, targets), (mirrored, mirrored_targets) = next(iter(plain)), next(iter(flipped))
+    # the image is reversed along x (resizing commutes with a left-right flip up to rounding)
+    np.testing.assert_allclose(mirrored.numpy(), images.numpy()[:, :, ::-1], atol=2 / 255)
+    boxes = targets["bbox"].numpy()
+    np.testing.assert_allclose(
+        mirrored_targets["bbox"].numpy(), bbox_data.mirror_boxes(boxes), atol=1e-6
+    )
+    # hand-computed: x1' = 1 - x2, x2' = 1 - x1, y unchanged; mirroring twice is the identity
+    box = np.array([[0.1, 0.2, 0.4, 0.9]], np.float32)
+    np.testing.assert_allclose(bbox_data.mirror_boxes(box), [[0.6, 0.2, 0.9, 0.9]], atol=1e-7)
+    np.testing.assert_allclose(
+        bbox_data.mirror_boxes(bbox_data.mirror_boxes(boxes)), boxes, atol=1e-6
+    )
+    assert not np.allclose(bbox_data.mirror_boxes(boxes), boxes)  # the boxes are not centred

@@ -152,3 +152,45 @@ def test_tracker_callback_hands_epochs_to_the_core_csv_tracker(tmp_path):
         "epoch", "lr", "train/loss", "train/bbox_iou", "eval/loss", "eval/bbox_iou"
     ]  # fmt: skip
     assert rows[2].split(",") == ["2", "0.009999999776482582", "0.25", "0.5", "0.5", "0.25"]
+
+
+def test_giou_loss_hand_computed_and_equal_to_torchvision():
+    # disjoint: IoU 0, union 2, enclosing box 3 -> GIoU -1/3; identical -> 1; nested 1 in 4 -> 1/4
+    boxes_a = np.array([[0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 2, 2]], np.float32)
+    boxes_b = np.array([[2, 0, 3, 1], [0, 0, 2, 2], [0, 0, 1, 1]], np.float32)
+    giou = keras.ops.convert_to_numpy(bbox_models.giou_pairs(boxes_a, boxes_b))
+    np.testing.assert_allclose(giou, [-1 / 3, 1.0, 0.25], rtol=1e-6)
+    rng = np.random.default_rng(4)
+    corners = np.sort(rng.random((100, 2, 2)), axis=1).astype(np.float32)
+    truth = np.concatenate([corners[:, 0], corners[:, 1]], axis=1)
+    corners = np.sort(rng.random((100, 2, 2)), axis=1).astype(np.float32)
+    predicted = np.concatenate([corners[:, 0], corners[:, 1]], axis=1)
+    mine = keras.ops.convert_to_numpy(bbox_models.l1_giou_loss(truth, predicted))
+    t_truth, t_pred = torch.from_numpy(truth), torch.from_numpy(predicted)
+    reference = torchvision.ops.generalized_box_iou_loss(t_pred, t_truth, reduction="none")
+    reference = reference + torch.nn.functional.l1_loss(t_pred, t_truth, reduction="none").mean(1)
+    np.testing.assert_allclose(mine, reference.numpy(), atol=1e-5)
+    assert (keras.ops.convert_to_numpy(bbox_models.giou_pairs(truth, predicted)) < 0).any()
+
+
+def test_small_regressor_reads_the_map_before_the_last_pool():
+    """Box head: 1x1 conv on the [S/8, S/8, 128] map; class head: that map pooled, which is exactly
+    the whole backbone's output (the features the seed's heads flatten)."""
+    keras.utils.set_random_seed(1)
+    backbone = bbox_models.build_small_backbone(64)  # relu4 [4, 4, 128], output [2, 2, 128]
+    model = bbox_models.build_for("small", backbone, num_classes=3)
+    features = 2 * 2 * bbox_models.SMALL_WIDTHS[-1]
+    reduce = 128 * 32 + 32  # the box head's 1x1 convolution
+    bbox_head = reduce + (4 * 4 * 32 * 128 + 128) + (128 * 64 + 64) + (64 * 32 + 32) + (32 * 4 + 4)
+    class_head = (features * 512 + 512) + (512 * 512 + 512) + (512 * 3 + 3)
+    assert bbox_models.trainable_parameters(model) == bbox_head + class_head
+    feature_model, heads = bbox_models.split_regressor(model)
+    assert feature_model.output.shape[1:] == (4, 4, 128) and not feature_model.trainable
+    images = np.random.default_rng(0).random((2, 64, 64, 3)).astype(np.float32)
+    feature_map = feature_model(images, training=False)
+    pooled = heads.get_layer("class_pool")(feature_map)
+    np.testing.assert_allclose(pooled.numpy(), backbone(images, training=False).numpy(), atol=1e-6)
+    outputs = model(images, training=False)
+    np.testing.assert_allclose(
+        outputs["bbox"].numpy(), heads(feature_map)["bbox"].numpy(), atol=1e-6
+    )

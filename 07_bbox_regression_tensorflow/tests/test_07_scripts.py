@@ -14,7 +14,18 @@ from bbox_models import keras
 
 from detseg.errors import UserError
 
-TRAIN = ["--backbone", "small", "--batch-size", "8", "--pretrain-epochs", "2", "--lr", "3e-3"]
+TRAIN = [
+    "--backbone",
+    "small",
+    "--batch-size",
+    "8",
+    "--pretrain-epochs",
+    "2",
+    "--lr",
+    "3e-3",
+    "--lr-schedule",
+    "constant",
+]  # constant: the resume test stops a run after 1 of 3 epochs
 
 
 def test_train_multiclass_writes_checkpoints_logs_and_plots(trained):
@@ -78,7 +89,7 @@ def test_resume_trains_only_the_missing_epochs_and_ends_where_the_full_run_ended
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     # the heads' optimizer (cached features: the heads are what model.fit trained) took 3 x 2 steps
     heads = keras.models.load_model(tmp_path / "run" / "last-heads.keras")
-    assert int(heads.optimizer.iterations) == 3 * 2
+    assert int(heads.optimizer.iterations) == 3 * 4  # 15 images + their mirrors, batches of 8
 
 
 def test_train_bbox_dry_run_single_class(script, tmp_path, capsys):
@@ -110,3 +121,14 @@ def test_resume_without_a_checkpoint_is_one_line(script, tmp_path):
         script("train_bbox").main(
             ["--backbone", "small", "--resume", "--output-dir", str(tmp_path)]
         )
+
+
+def test_resume_of_a_cosine_run_with_other_epochs_is_one_line(script, tmp_path):
+    """The cosine learning rate reaches 0 at the epochs a run was started with: resuming it for
+    more epochs would train at rate 0, so it is refused."""
+    argv = ["--backbone", "small", "--batch-size", "8", "--pretrain-epochs", "2"]
+    argv += ["--lr-schedule", "cosine", "--output-dir", str(tmp_path)]
+    first = script("train_bbox").main([*argv, "--epochs", "1"])
+    assert first["epochs_run"] == 1
+    with pytest.raises(UserError, match="cosine learning rate ends at epoch 1"):
+        script("train_bbox").main([*argv, "--epochs", "3", "--resume"])
