@@ -98,10 +98,10 @@ def test_seed_rules_relabel_the_dataset_without_searching_again(
 
 
 def test_search_in_worker_processes_when_loaded_by_path(script):
-    """build_dataset.py loaded under another name (as here, ``ex06_build_dataset``, or as a
-    lesson's ``load_script``) still searches in spawned workers, with the same proposals."""
+    """build_dataset.py loaded by path under a name no worker can import (as here and in the
+    lessons, through ``load_script``) still searches in spawned workers, with the same proposals."""
     build = script("build_dataset")
-    assert build.__name__ == "ex06_build_dataset"
+    assert build.__name__ == "06_rcnn_tensorflow__build_dataset"
     paths = sorted((recipes.ensure("racoon") / "JPEGImages").iterdir())[:2]
     spawned, cpu_seconds = build.search_all(paths, "ours", "single", workers=2)
     inline, _ = build.search_all(paths, "ours", "single", workers=0)

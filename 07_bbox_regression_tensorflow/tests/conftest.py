@@ -1,70 +1,22 @@
-"""Make this example folder importable, load its scripts under unique names, keep tests light.
+"""This folder's test setup: the shared example fixtures of :mod:`detseg.testing`, and one trained
+07b run.
 
-The modules (``bbox_data``, ``bbox_models``, ``bbox_training``, ``bbox_cli``) have names unique across
-the repository and are imported normally. The scripts share their names with other folders'
-(``predict.py``, ``export.py``, ``tour.py``), so :func:`load_script` imports them by path as
-``ex07_<name>``. TensorFlow runs on one thread (``DETSEG_TF_THREADS=1``, read by the scripts; the
-test processes run side by side on a few cores).
+``script("train_bbox")`` imports this folder's ``train_bbox.py`` by path (scripts share their names
+across folders); the modules (``bbox_data``, ``bbox_models``, ``bbox_training``, ``bbox_cli``) have
+unique names and import normally. Every test runs in smoke mode with one torch and one TensorFlow
+thread (``DETSEG_TF_THREADS=1``), data generated once per session, and one runs folder for the
+session (the trained run below and the pretrained backbone live there).
 """
-
-from __future__ import annotations
-
-import importlib.util
-import os
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-FOLDER = Path(__file__).resolve().parents[1]
-if str(FOLDER) not in sys.path:
-    sys.path.insert(0, str(FOLDER))
-os.environ.setdefault("DETSEG_TF_THREADS", "1")
+from detseg.testing import example_fixtures
 
-
-def load_script(name: str) -> ModuleType:
-    """Import ``<this folder>/<name>.py`` as the module ``ex07_<name>`` (once per session)."""
-    module_name = f"ex07_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, FOLDER / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-@pytest.fixture
-def script() -> Callable[[str], ModuleType]:
-    """``script("train_bbox")`` -> this folder's train_bbox.py as a module."""
-    return load_script
-
-
-@pytest.fixture(scope="session")
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One DETSEG_DATA folder for this folder's tests (the 24-image smoke data is made once)."""
-    return tmp_path_factory.mktemp("ex07-data")
-
-
-@pytest.fixture(scope="session")
-def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One DETSEG_RUNS folder for the session-scoped trained run (and the pretrained backbone)."""
-    return tmp_path_factory.mktemp("ex07-runs")
-
-
-@pytest.fixture(autouse=True)
-def ex07_env(
-    shared_data: Path, shared_runs: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    """Smoke mode, shared data and runs folders, headless plots, one TensorFlow thread."""
-    monkeypatch.setenv("DETSEG_SMOKE", "1")
-    monkeypatch.setenv("DETSEG_DATA", str(shared_data))
-    monkeypatch.setenv("DETSEG_RUNS", str(shared_runs))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("DETSEG_TF_THREADS", "1")
-    yield
+_fixtures = example_fixtures(__file__, tf_threads=True, shared_runs=True)
+script = _fixtures.script
+shared_data = _fixtures.shared_data
+shared_runs = _fixtures.shared_runs
+example_env = _fixtures.env
 
 
 TRAIN = [
@@ -90,7 +42,7 @@ def trained(shared_data, shared_runs):
         patch.setenv("DETSEG_RUNS", str(shared_runs))
         patch.setenv("DETSEG_TF_THREADS", "1")
         folder = shared_runs / "multi"
-        result = load_script("train_multiclass").main(
+        result = _fixtures.load("train_multiclass").main(
             [*TRAIN, "--epochs", "3", "--output-dir", str(folder)]
         )
     return folder, result
