@@ -127,3 +127,21 @@ def test_execute_runs_in_the_notebooks_folder_with_smoke_mode(tmp_path, monkeypa
     expected = f"True {tmp_path} {ROOT.resolve() / 'relative/runs'} {ROOT.resolve() / 'data'}\n"
     assert executed.cells[0]["outputs"][0]["text"] == expected
     assert notebooks.stale_notebooks([source]) == []  # written with outputs, still in sync
+
+
+def test_relative_outputs_rewrites_the_repository_root_in_text_outputs(tmp_path):
+    import nbformat
+
+    from detseg.notebooks import relative_outputs
+
+    root = tmp_path / "repo"
+    cell = nbformat.v4.new_code_cell("print(1)")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f'{{"dataset": "{root}/data/x"}}\n'),
+        nbformat.v4.new_output("execute_result", data={"text/plain": f"'{root}/runs/a.pt'"}),
+        nbformat.v4.new_output("stream", name="stdout", text="/elsewhere/data/x\n"),
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    assert relative_outputs(notebook, root) == 2
+    texts = [o.get("text") or o["data"]["text/plain"] for o in cell.outputs]
+    assert texts == ['{"dataset": "data/x"}\n', "'runs/a.pt'", "/elsewhere/data/x\n"]

@@ -283,8 +283,37 @@ def execute_notebook(
     except (CellExecutionError, CellTimeoutError) as err:
         raise _cell_error(path, notebook, err) from None
     if write:
+        from detseg.bench import repo_root
+
+        relative_outputs(notebook, repo_root())
         nbformat.write(notebook, path.with_suffix(".ipynb"))
     return notebook
+
+
+def relative_outputs(notebook: Any, root: Path) -> int:
+    """Rewrite ``<root>/...`` in the text outputs of ``notebook`` as paths relative to ``root``.
+
+    Scripts print where they wrote (``"dataset": "/home/me/repo/data/racoon-0"``); a committed
+    notebook shows ``data/racoon-0`` instead, the same on every machine. Only text is touched
+    (stream text and ``text/plain``), in place.
+
+    Returns:
+        How many outputs changed.
+    """
+    prefix = str(Path(root).resolve()) + "/"
+    changed = 0
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            holders = [(output, "text")]
+            if isinstance(output.get("data"), dict):
+                holders.append((output["data"], "text/plain"))
+            for holder, key in holders:
+                value = holder.get(key)
+                text = "".join(value) if isinstance(value, list) else value
+                if isinstance(text, str) and prefix in text:
+                    holder[key] = text.replace(prefix, "")
+                    changed += 1
+    return changed
 
 
 def _cell_error(path: Path, notebook: Any, err: Exception) -> NotebookError:
