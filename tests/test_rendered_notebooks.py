@@ -73,7 +73,6 @@ NOT_YET_RENDERED = {
     "04_basic_object_detection/2_single_object_detector.py",
     "04_basic_object_detection/3_ssd_retinanet.py",
     "04_basic_object_detection/4_opencv_dnn_realtime.py",
-    "06_rcnn_tensorflow/4_training_rcnn.py",
     "07_bbox_regression_tensorflow/1_bbox_regression_airplanes.py",
     "07_bbox_regression_tensorflow/2_multiclass_bbox.py",
 }
