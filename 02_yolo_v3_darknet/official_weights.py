@@ -15,7 +15,6 @@ checked the same way. Offline, the error names the URL, the path and the built-i
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from pathlib import Path
 from darknet_cfg import parse_cfg
 
 from detseg import settings
+from detseg.data.download import sha256_of
 from detseg.errors import UserError
 
 
@@ -53,14 +53,6 @@ OFFLINE_HINT = (
 
 def weights_path(name: str) -> Path:
     return settings.data_root() / "weights" / f"{name}.weights"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_file(name: str, path: Path) -> Path:

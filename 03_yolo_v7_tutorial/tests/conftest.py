@@ -1,62 +1,14 @@
-"""Make this example folder importable, load its scripts under unique names, keep tests light.
+"""This folder's test setup: the shared example fixtures of :mod:`detseg.testing`.
 
-The model / data modules (``yolov7``, ``yolov7_loss`` ...) have names unique across the repository and
-are imported normally. The scripts (``train.py``, ``export.py``, ``detect.py``, ``tour.py`` ...) share
-their names with other folders' scripts, so :func:`load_script` imports them by path as
-``ex03_<name>``.
+``script("train")`` imports this folder's ``train.py`` by path (scripts share their names across
+folders); the model / data modules (``yolov7``, ``yolov7_loss`` ...) have unique names and import
+normally. Every test runs in smoke mode with one torch thread, data generated once per session and
+runs inside its ``tmp_path``.
 """
 
-from __future__ import annotations
+from detseg.testing import example_fixtures
 
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
-
-import pytest
-
-FOLDER = Path(__file__).resolve().parents[1]
-if str(FOLDER) not in sys.path:
-    sys.path.insert(0, str(FOLDER))
-
-
-def load_script(name: str) -> ModuleType:
-    """Import ``<this folder>/<name>.py`` as the module ``ex03_<name>`` (once per session)."""
-    module_name = f"ex03_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, FOLDER / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-@pytest.fixture
-def script() -> Callable[[str], ModuleType]:
-    """``script("train")`` -> this folder's train.py as a module."""
-    return load_script
-
-
-@pytest.fixture(scope="session")
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One DETSEG_DATA folder for this folder's tests: the smoke-size built-in datasets are generated
-    once per session instead of once per test."""
-    return tmp_path_factory.mktemp("ex03-data")
-
-
-@pytest.fixture(autouse=True)
-def ex03_env(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Smoke mode, shared data, runs in tmp, headless plots, and one torch thread: the suite runs
-    several test processes side by side on a few cores, where extra threads only wait on each other."""
-    import torch
-
-    monkeypatch.setenv("DETSEG_SMOKE", "1")
-    monkeypatch.setenv("DETSEG_DATA", str(shared_data))
-    monkeypatch.setenv("DETSEG_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_fixtures = example_fixtures(__file__)
+script = _fixtures.script
+shared_data = _fixtures.shared_data
+example_env = _fixtures.env

@@ -33,6 +33,12 @@ TRAIN = [
 ]  # constant: the resume test stops a run after 1 of 3 epochs
 
 
+@pytest.fixture
+def train_argv() -> list[str]:
+    """The smoke training flags of the trained run below, for tests that train the same way."""
+    return list(TRAIN)
+
+
 @pytest.fixture(scope="session")
 def trained(shared_data, shared_runs):
     """07b trained for 3 epochs on the smoke data: the run that predict / export / resume use."""

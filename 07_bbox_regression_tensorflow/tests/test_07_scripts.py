@@ -14,19 +14,6 @@ from bbox_models import keras
 
 from detseg.errors import UserError
 
-TRAIN = [
-    "--backbone",
-    "small",
-    "--batch-size",
-    "8",
-    "--pretrain-epochs",
-    "2",
-    "--lr",
-    "3e-3",
-    "--lr-schedule",
-    "constant",
-]  # constant: the resume test stops a run after 1 of 3 epochs
-
 
 def test_train_multiclass_writes_checkpoints_logs_and_plots(trained):
     folder, result = trained
@@ -70,10 +57,10 @@ def test_test_metrics_recomputed_independently_from_the_predictions(script, trai
 
 
 def test_resume_trains_only_the_missing_epochs_and_ends_where_the_full_run_ended(
-    script, trained, tmp_path
+    script, trained, train_argv, tmp_path
 ):
     folder, full = trained
-    argv = [*TRAIN, "--output-dir", str(tmp_path / "run")]
+    argv = [*train_argv, "--output-dir", str(tmp_path / "run")]
     first = script("train_multiclass").main([*argv, "--epochs", "1"])
     assert first["epochs_trained_now"] == 1
     resumed = script("train_multiclass").main([*argv, "--epochs", "3", "--resume"])
@@ -92,8 +79,8 @@ def test_resume_trains_only_the_missing_epochs_and_ends_where_the_full_run_ended
     assert int(heads.optimizer.iterations) == 3 * 4  # 15 images + their mirrors, batches of 8
 
 
-def test_train_bbox_dry_run_single_class(script, tmp_path, capsys):
-    result = script("train_bbox").main([*TRAIN, "--dry-run", "--output-dir", str(tmp_path)])
+def test_train_bbox_dry_run_single_class(script, train_argv, tmp_path, capsys):
+    result = script("train_bbox").main([*train_argv, "--dry-run", "--output-dir", str(tmp_path)])
     assert result["epochs_run"] == 1 and result["class_accuracy"] is None
     assert result["test"]["num_images"] == 2  # the test airplanes only
     assert (tmp_path / "dry-run" / "best.keras").is_file()
