@@ -23,11 +23,8 @@ running the backbone on every image in every epoch as the seed did.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,10 +69,16 @@ def class_head(in_features: int, num_classes: int, dropout: float = 0.5) -> nn.S
 class SmallBackbone(nn.Module):
     """Five conv stages (conv-BN-ReLU, max-pool), stride 32: ``[B, 3, S, S] -> [B, 128, S/32, S/32]``.
 
-    ``forward`` flattens the map of the last stage, ``grid`` x ``grid`` cells: 4 (the map after the
-    last max-pool, ``[B, 2048]``) or 8 (the map before it, stride 16, ``[B, 8192]``). Unlike a global
-    average it keeps *where* things are, which the box head needs. ``classify`` (global average +
-    linear) is the head of the pretraining task only.
+    What ``forward`` returns (:meth:`set_output`), at the 128 px input of :data:`BACKBONES`:
+
+    - ``grid`` 4 (the map after the last max-pool, ``[B, 2048]``) or 8 (the map before it, stride
+      16, ``[B, 8192]``), flattened: unlike a global average it keeps *where* things are;
+    - with ``box_map`` 8 or 16, the map the box head reads, flattened, *followed by* the grid-4
+      features the class head reads: ``[B, 128 * box_map**2 + 2048]``. ``box_map`` 8 is the map
+      before the last max-pool (a cell every 16 px), 16 the map before the fourth (every 8 px).
+      :class:`TwoHeadDetector` splits them (``box_map_shape``, ``class_features``).
+
+    ``classify`` (global average + linear) is the head of the pretraining task only.
     """
 
     def __init__(
@@ -84,10 +87,9 @@ class SmallBackbone(nn.Module):
         widths: tuple[int, ...] = (16, 32, 64, 128, 128),
         *,
         grid: int = 4,
+        box_map: int = 0,
     ):
         super().__init__()
-        if grid not in (4, 8):
-            raise ValueError(f"grid must be 4 or 8, got {grid}")
         layers: list[nn.Module] = []
         channels = 3
         for width in widths:
@@ -99,19 +101,58 @@ class SmallBackbone(nn.Module):
             ]
             channels = width
         self.body = nn.Sequential(*layers)
-        self.grid = grid
-        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.widths = tuple(widths)
         self.classifier = nn.Linear(channels, num_pretrain_classes)
-        self.out_features = channels * grid * grid
+        self.set_output(grid=grid, box_map=box_map)
+
+    def set_output(self, *, grid: int = 4, box_map: int = 0) -> SmallBackbone:
+        """Choose what ``forward`` returns (class docstring); no weights change."""
+        if grid not in (4, 8):
+            raise ValueError(f"grid must be 4 or 8, got {grid}")
+        if box_map not in (0, 8, 16):
+            raise ValueError(f"box_map must be 0, 8 or 16, got {box_map}")
+        if box_map and grid != 4:
+            raise ValueError("with a box map the class features are the grid-4 ones")
+        self.grid, self.box_map = grid, box_map
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.class_features = self.widths[-1] * grid * grid
+        # the box map: before the last max-pool (8) or the fourth (16), at 128 px
+        self.box_map_cut = len(self.body) - (1 if box_map == 8 else 5)
+        channels = self.widths[-1] if box_map == 8 else self.widths[-2]
+        self.box_map_shape = (channels, box_map, box_map) if box_map else None
+        self.out_features = self.class_features + (channels * box_map**2 if box_map else 0)
+        return self
 
     def forward(self, images: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` -> ``[B, out_features]`` (the grid x grid map, flattened)."""
-        body = self.body if self.grid == 4 else self.body[:-1]  # grid 8: before the last max-pool
-        return self.pool(body(images)).flatten(1)
+        """``[B, 3, H, W]`` -> ``[B, out_features]`` (class docstring)."""
+        if not self.box_map:
+            body = self.body if self.grid == 4 else self.body[:-1]  # grid 8: before the last pool
+            return self.pool(body(images)).flatten(1)
+        box_map = self.body[: self.box_map_cut](images)  # [B, 128, 8 or 16, 8 or 16]
+        last = self.pool(self.body[self.box_map_cut :](box_map))  # [B, 128, 4, 4]
+        return torch.cat([box_map.flatten(1), last.flatten(1)], 1)
 
     def classify(self, images: Tensor) -> Tensor:
         """Pretraining head: ``[B, 3, H, W]`` -> ``[B, num_pretrain_classes]`` logits."""
         return self.classifier(self.body(images).mean(dim=(2, 3)))
+
+
+def spatial_box_head(
+    map_shape: tuple[int, int, int], channels: int, kernel: int = 1
+) -> nn.Sequential:
+    """The small backbone's box head: a trainable ``kernel`` x ``kernel`` convolution to
+    ``channels`` (+ ReLU) on the box map ``[B, C, H, W]``, flattened, then the seed's layers
+    (:func:`box_head`, ``channels * H * W -> 128 -> 64 -> 32 -> 4``, sigmoid). ``channels`` 0: the
+    seed's head on the flattened map itself."""
+    depth, height, width = map_shape
+    if channels == 0:
+        return nn.Sequential(nn.Flatten(), *box_head(depth * height * width))
+    return nn.Sequential(
+        nn.Conv2d(depth, channels, kernel, padding=kernel // 2),
+        nn.ReLU(),
+        nn.Flatten(),
+        *box_head(channels * height * width),
+    )
 
 
 def build_resnet50(weights: str = "imagenet") -> nn.Module:
@@ -148,17 +189,32 @@ class TwoHeadDetector(nn.Module):
     """Frozen ``backbone`` + the seed's box and class heads.
 
     ``forward(images [B, 3, S, S]) -> (boxes [B, 4] xyxy in [0, 1], logits [B, C])``;
-    ``heads(features [B, F])`` is the same from cached features.
+    ``heads(features [B, F])`` is the same from cached features. A backbone with a
+    ``box_map_shape`` (the small one with ``box_map``) gets :func:`spatial_box_head`
+    (``box_channels``, ``box_kernel``) on its box map and the class head on its ``class_features``;
+    any other (ResNet-50) gets exactly the seed's heads on its ``out_features``.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        dropout: float = 0.5,
+        *,
+        box_channels: int = 32,
+        box_kernel: int = 1,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         for parameter in self.backbone.parameters():
             parameter.requires_grad_(False)
-        features = int(backbone.out_features)
-        self.box_head = box_head(features)
-        self.class_head = class_head(features, num_classes, dropout)
+        self.box_map_shape = getattr(backbone, "box_map_shape", None)
+        class_features = int(getattr(backbone, "class_features", backbone.out_features))
+        if self.box_map_shape is None:
+            self.box_head = box_head(class_features)
+        else:
+            self.box_head = spatial_box_head(self.box_map_shape, box_channels, box_kernel)
+        self.class_head = class_head(class_features, num_classes, dropout)
 
     def train(self, mode: bool = True) -> TwoHeadDetector:
         """Train mode for the heads only: the frozen backbone's BatchNorm keeps its statistics."""
@@ -167,7 +223,11 @@ class TwoHeadDetector(nn.Module):
         return self
 
     def heads(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        return self.box_head(features), self.class_head(features)
+        if self.box_map_shape is None:
+            return self.box_head(features), self.class_head(features)
+        split = int(np.prod(self.box_map_shape))
+        box_map = features[:, :split].unflatten(1, self.box_map_shape)  # [B, C, H, W]
+        return self.box_head(box_map), self.class_head(features[:, split:])
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -329,180 +389,3 @@ def evaluate_heads(
         "mean_iou": float(torch.cat(ious).mean()),
         "class_accuracy": float(torch.cat(hits).mean()),
     }
-
-
-# --- pretraining the small backbone on a built-in classification task ---------------------------
-
-
-class ShapeCrops(Dataset):
-    """Shapes cut out of built-in ``shapes`` scenes (their box plus a random margin of context),
-    resized to ``side`` x ``side``: a 5-class classification set (circle, triangle, ...).
-
-    Every crop is cut once at construction (uint8, ``side`` x ``side``), each image read once.
-    """
-
-    def __init__(self, dataset: DetectionDataset, side: int = 64, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        crops, labels = [], []
-        for record in dataset.records:
-            image = read_image(dataset.image_path(record))
-            for (x1, y1, x2, y2), label in zip(record.boxes, record.labels):
-                w, h = x2 - x1, y2 - y1
-                m = rng.uniform(0.05, 0.4, size=4)
-                left, top = int(max(0, x1 - m[0] * w)), int(max(0, y1 - m[1] * h))
-                right = int(min(record.width, x2 + m[2] * w)) + 1
-                bottom = int(min(record.height, y2 + m[3] * h)) + 1
-                crops.append(letterless_resize(image[top:bottom, left:right], side))
-                labels.append(int(label))
-        self.crops = np.stack(crops)  # [N, side, side, 3] uint8
-        self.labels = torch.tensor(labels)
-        spec = BACKBONES["small"]
-        self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
-        self.std = torch.tensor(spec["std"]).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        crop = torch.from_numpy(self.crops[index]).permute(2, 0, 1).float() / 255.0
-        return (crop - self.mean) / self.std, self.labels[index]
-
-
-class WholeImages(Dataset):
-    """Whole images of a single-object dataset with their class: plain image classification.
-
-    Every image is read and resized once at construction (uint8, ``side`` x ``side``).
-    """
-
-    def __init__(self, dataset: DetectionDataset, side: int = 128, *, boxes: bool = False) -> None:
-        self.images = np.stack(
-            [letterless_resize(read_image(dataset.image_path(r)), side) for r in dataset.records]
-        )
-        self.labels = torch.tensor([int(r.labels[0]) for r in dataset.records])
-        # with ``boxes``: items are (image, (label, box xyxy normalised)) for the locating task
-        self.boxes = (
-            torch.tensor(np.stack([np.asarray(r.boxes[0], np.float32) /
-                                   np.float32([r.width, r.height, r.width, r.height])
-                                   for r in dataset.records]))
-            if boxes else None
-        )  # fmt: skip
-        spec = BACKBONES["small"]
-        self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
-        self.std = torch.tensor(spec["std"]).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Any]:
-        image = torch.from_numpy(self.images[index]).permute(2, 0, 1).float() / 255.0
-        image = (image - self.mean) / self.std
-        if self.boxes is None:
-            return image, self.labels[index]
-        return image, (self.labels[index], self.boxes[index])
-
-
-def pretrain_sets(task: str, num_images: int | None, seed: int) -> tuple[Dataset, Dataset, int]:
-    """``(train, val, num_classes)`` of a pretraining task (:data:`PRETRAIN_TASKS`)."""
-    from detseg.data import recipes
-
-    if task == "shape_crops":
-        train = ShapeCrops(recipes.load("shapes", split="train", num_images=num_images), seed=seed)
-        val = ShapeCrops(recipes.load("shapes", split="val", num_images=num_images), seed=seed + 1)
-        return train, val, 5
-    # other images of the same three classes, drawn with data seed 1: never the detector's images
-    images = recipes.load("single_object", seed=1, num_images=num_images)
-    indices = np.random.default_rng(seed).permutation(len(images))
-    cut = max(1, len(images) // 5)
-    subset = [replace(images, records=[images.records[i] for i in part]) for part in
-              (indices[cut:], indices[:cut])]  # fmt: skip
-    boxes = task == "other_images_boxes"
-    return (WholeImages(subset[0], boxes=boxes), WholeImages(subset[1], boxes=boxes),
-            len(images.classes))  # fmt: skip
-
-
-PRETRAIN_TASKS = {
-    "shape_crops": "classify shapes cut out of the built-in shapes scenes (5 classes)",
-    "other_images": "classify 600 other built-in single_object images (data seed 1; 3 classes)",
-    "other_images_boxes": "classify and locate (box of the object, from the grid features) 600 "
-    "other built-in single_object images (data seed 1; 3 classes)",
-}
-
-
-def pretrain_small_backbone(
-    *,
-    task: str = "shape_crops",
-    seed: int = 0,
-    num_images: int | None = None,
-    epochs: int = 4,
-    max_steps: int | None = None,
-    log: Callable[[str], Any] = lambda text: print(text, file=sys.stderr),
-) -> tuple[SmallBackbone, dict[str, float]]:
-    """Train :class:`SmallBackbone` on a built-in classification task (:data:`PRETRAIN_TASKS`).
-
-    The stand-in for ImageNet pretraining: a classification task on other images than the detector's.
-    ``other_images_boxes`` also asks where the object is: a linear layer on the flattened 4 x 4
-    grid (dropped after pretraining, never part of the backbone's weights) regresses its box with
-    L1 + (1 - GIoU), so the frozen features keep position, as a detection-pretrained backbone does.
-    Returns the backbone (eval mode) and ``{"crop_accuracy" (held-out accuracy of the task),
-    "seconds", "train_crops" (training items)}`` (+ ``"box_iou"``, held out, when locating).
-    """
-    start = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    train_set, val_set, num_classes = pretrain_sets(task, num_images, seed)
-    backbone = SmallBackbone(num_pretrain_classes=num_classes)
-    locating = task == "other_images_boxes"
-    locator = nn.Sequential(nn.Linear(backbone.out_features, 4), nn.Sigmoid())
-    parameters = [*backbone.parameters(), *(locator.parameters() if locating else [])]
-    optimizer = torch.optim.Adam(parameters, lr=3e-3)
-    loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=generator)
-    total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total)
-    steps = 0
-    backbone.train()
-    for epoch in range(epochs):
-        for crops, targets in loader:
-            labels = targets[0] if locating else targets
-            loss = nn.functional.cross_entropy(backbone.classify(crops), labels)
-            if locating:
-                loss = loss + locate_loss(locator(backbone(crops)), targets[1])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            if steps >= total:
-                break
-        log(f"pretraining the small backbone ({task}): epoch {epoch + 1}, loss {loss:.3f}")
-        if steps >= total:
-            break
-    backbone.eval()
-    hits, ious = [], []
-    with torch.no_grad():
-        for crops, targets in DataLoader(val_set, batch_size=128):
-            labels = targets[0] if locating else targets
-            hits.append((backbone.classify(crops).argmax(1) == labels).double())
-            if locating:
-                ious.append(paired_iou(ordered(locator(backbone(crops))).double(),
-                                       targets[1].double()))  # fmt: skip
-    accuracy = float(torch.cat(hits).mean())
-    return backbone, {
-        "crop_accuracy": accuracy,
-        "seconds": time.perf_counter() - start,
-        "train_crops": len(train_set),
-        **({"box_iou": float(torch.cat(ious).mean())} if locating else {}),
-    }
-
-
-def locate_loss(predicted: Tensor, boxes: Tensor) -> Tensor:
-    """L1 + (1 - GIoU) between ``[N, 4]`` predicted and true boxes (xyxy, normalised)."""
-    from torchvision.ops import generalized_box_iou_loss
-
-    l1 = nn.functional.l1_loss(predicted, boxes)
-    return l1 + generalized_box_iou_loss(ordered(predicted), boxes, reduction="mean")
-
-
-def small_backbone_path(runs: Path, task: str, seed: int, epochs: int, smoke: bool) -> Path:
-    """Where the pretrained small backbone is cached (one per task, seed and epochs)."""
-    name = f"small-backbone-{task}-seed{seed}-e{epochs}{'-smoke' if smoke else ''}.pt"
-    return runs / "04_basic_object_detection" / name

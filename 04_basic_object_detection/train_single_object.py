@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from single_object_detector import (
     BACKBONES,
-    PRETRAIN_TASKS,
     LossWeights,
     SingleObjectImages,
     SmallBackbone,
@@ -45,9 +44,8 @@ from single_object_detector import (
     count_trainable,
     evaluate_heads,
     make_step,
-    pretrain_small_backbone,
-    small_backbone_path,
 )
+from single_object_pretraining import PRETRAIN_TASKS, pretrain_small_backbone, small_backbone_path
 
 from detseg import engine, settings
 from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
@@ -95,12 +93,46 @@ def get_args_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k}: {v}" for k, v in PRETRAIN_TASKS.items()),
     )
     parser.add_argument(
+        "--pretrain-images",
+        type=int,
+        default=None,
+        help="small backbone, other_images tasks: images of data seed 1 it is pretrained on "
+        "(default: 600, 4 / 5 of them trained on)",
+    )
+    parser.add_argument(
         "--feature-grid",
         type=int,
         choices=(4, 8),
         default=4,
         help="small backbone: cells of the flattened feature map (4: 4 x 4 x 128 = 2048 features "
-        "after the last pooling; 8: 8 x 8 x 128 = 8192, stride 16)",
+        "after the last pooling; 8: 8 x 8 x 128 = 8192, stride 16); with --box-map, the class "
+        "head's (4 only)",
+    )
+    parser.add_argument(
+        "--box-map",
+        type=int,
+        choices=(0, 8, 16),
+        default=None,
+        help="small backbone: the box head reads the 8 x 8 map before the last pooling or the "
+        "16 x 16 before the fourth, through a --box-kernel convolution to --box-channels, "
+        "flattened (default 8); 0: the seed's box head on the --feature-grid features "
+        "(always 0 with resnet50: the seed's heads)",
+    )
+    parser.add_argument(
+        "--box-channels",
+        type=int,
+        default=32,
+        help="with --box-map: channels of the box head's convolution (0: none, flatten the map)",
+    )
+    parser.add_argument(
+        "--box-kernel", type=int, choices=(1, 3), default=1, help="with --box-map: its kernel"
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="cosine",
+        help="the heads' learning rate: constant (the seed's), or a cosine from --lr to 0 over "
+        "--epochs",
     )
     parser.add_argument(
         "--box-loss",
@@ -143,6 +175,24 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}", fix="e.g. 0.5")
     if args.pretrained == "none" and args.backbone != "resnet50":
         raise UserError("--pretrained applies to --backbone resnet50 only", fix="drop it")
+    if args.backbone == "resnet50" and args.box_map:
+        raise UserError(
+            "--box-map applies to --backbone small only (resnet50 keeps the seed's heads)",
+            fix="drop it",
+        )
+    if args.box_map is None:
+        args.box_map = 8 if args.backbone == "small" and args.feature_grid == 4 else 0
+    if args.box_map and args.feature_grid != 4:
+        raise UserError(
+            "--feature-grid 8 needs --box-map 0 (with a box map the class head reads the 4 x 4 grid)",
+            fix="add --box-map 0 or drop --feature-grid",
+        )
+    if args.box_channels < 0:
+        raise UserError(f"--box-channels must be >= 0, got {args.box_channels}", fix="e.g. 32")
+    if args.pretrain_images is not None and args.pretrain_images < 10:
+        raise UserError(
+            f"--pretrain-images must be >= 10, got {args.pretrain_images}", fix="e.g. 600"
+        )
     return args
 
 
@@ -174,27 +224,29 @@ def load_dataset(args: argparse.Namespace) -> Any:
 def small_backbone(args: argparse.Namespace, log: Any) -> tuple[SmallBackbone, dict[str, Any]]:
     """The pretrained small backbone: loaded from its cache file, else pretrained and saved there."""
     quick = args.dry_run or settings.smoke_mode()
+    images = None if quick or args.pretrain_task == "shape_crops" else args.pretrain_images
     path = small_backbone_path(
-        settings.runs_root(), args.pretrain_task, args.seed, args.pretrain_epochs, quick
-    )
+        settings.runs_root(), args.pretrain_task, args.seed, args.pretrain_epochs, quick,
+        num_images=images,
+    )  # fmt: skip
     classes = 5 if args.pretrain_task == "shape_crops" else 3
-    backbone = SmallBackbone(num_pretrain_classes=classes, grid=args.feature_grid)
+    backbone = SmallBackbone(num_pretrain_classes=classes)
     if path.is_file():
         checkpoint = load_checkpoint(path)
         backbone.load_state_dict(checkpoint["model"])
+        backbone.set_output(grid=args.feature_grid, box_map=args.box_map)
         return backbone.eval(), {**checkpoint["pretrain"], "cached": str(path)}
     backbone, stats = pretrain_small_backbone(
         task=args.pretrain_task,
         seed=args.seed,
-        num_images=16 if quick else None,
+        num_images=16 if quick else images,
         epochs=1 if quick else args.pretrain_epochs,
         max_steps=2 if quick else None,
         log=log,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"model": backbone.state_dict(), "pretrain": stats}, path)
-    backbone.grid, backbone.pool = args.feature_grid, torch.nn.AdaptiveAvgPool2d(args.feature_grid)
-    backbone.out_features = 128 * args.feature_grid**2
+    backbone.set_output(grid=args.feature_grid, box_map=args.box_map)
     located = f", box IoU {stats['box_iou']:.3f}" if "box_iou" in stats else ""
     log(
         f"small backbone: held-out accuracy {stats['crop_accuracy']:.3f}{located} on "
@@ -221,7 +273,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         backbone, pretrain = build_resnet50(args.pretrained), {"weights": args.pretrained}
     seed_everything(args.seed)  # the heads start the same whether the backbone was just pretrained
-    model = TwoHeadDetector(backbone, dataset.num_classes, dropout=args.dropout).to(device)
+    model = TwoHeadDetector(
+        backbone,
+        dataset.num_classes,
+        dropout=args.dropout,
+        box_channels=args.box_channels,
+        box_kernel=args.box_kernel,
+    ).to(device)
     trainable = count_trainable(model)
     print(f"trainable parameters: {trainable}", flush=True)
 
@@ -247,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable_params, lr=args.lr)
     loader = engine.make_loader(train_items, args.batch_size, True, args.seed, args.workers)
+    epochs = 1 if args.dry_run else args.epochs
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        if args.lr_schedule == "cosine"
+        else None
+    )
     kwargs = train_kwargs(args)
     kwargs["config"] = {
         **vars(args),
@@ -260,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model,
         loader,
         optimizer=optimizer,
+        lr_scheduler=scheduler,
         device=device,
         step_fn=make_step(
             args.cached_features,
@@ -306,12 +371,18 @@ def load_model(path: str | Path) -> tuple[TwoHeadDetector, dict[str, Any]]:
     if config["backbone"] == "small":
         pretrain_classes = 5 if config.get("pretrain_task", "shape_crops") == "shape_crops" else 3
         backbone = SmallBackbone(
-            num_pretrain_classes=pretrain_classes, grid=int(config.get("feature_grid", 4))
+            num_pretrain_classes=pretrain_classes,
+            grid=int(config.get("feature_grid", 4)),
+            box_map=int(config.get("box_map") or 0),
         )
     else:
         backbone = build_resnet50("none")
     model = TwoHeadDetector(
-        backbone, int(config["num_classes"]), dropout=config.get("dropout", 0.5)
+        backbone,
+        int(config["num_classes"]),
+        dropout=config.get("dropout", 0.5),
+        box_channels=int(config.get("box_channels", 32)),
+        box_kernel=int(config.get("box_kernel", 1)),
     )
     model.load_state_dict(checkpoint["model"])
     return model.eval(), config

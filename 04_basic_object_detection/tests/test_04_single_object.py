@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 from pathlib import Path
 
@@ -133,6 +134,57 @@ def test_small_backbone_feature_grids() -> None:
         torch.testing.assert_close(four(images), nn.functional.max_pool2d(by_hand, 2).flatten(1))
 
 
+def test_box_map_output_is_the_finer_map_then_the_class_features() -> None:
+    images = torch.rand(2, 3, 128, 128)
+    plain = SmallBackbone(num_pretrain_classes=3).eval()
+    eight = SmallBackbone(num_pretrain_classes=3, box_map=8).eval()
+    sixteen = SmallBackbone(num_pretrain_classes=3, box_map=16).eval()
+    for other in (eight, sixteen):
+        other.load_state_dict(plain.state_dict())  # the output choice adds no weights
+    with torch.no_grad():
+        flat = plain(images)  # [2, 2048], the 4 x 4 grid
+        before_last_pool = plain.body[:-1](images)  # [2, 128, 8, 8]
+        before_fourth_pool = plain.body[:-5](images)  # [2, 128, 16, 16]
+        assert before_fourth_pool.shape == (2, 128, 16, 16)
+        torch.testing.assert_close(eight(images), torch.cat([before_last_pool.flatten(1), flat], 1))
+        torch.testing.assert_close(
+            sixteen(images), torch.cat([before_fourth_pool.flatten(1), flat], 1)
+        )
+    assert eight.out_features == 128 * 64 + 2048 and eight.box_map_shape == (128, 8, 8)
+    assert sixteen.out_features == 128 * 256 + 2048 and sixteen.class_features == 2048
+    with pytest.raises(ValueError, match="grid-4"):
+        SmallBackbone(grid=8, box_map=8)
+
+
+def test_spatial_box_head_reads_the_map_and_the_class_head_the_grid() -> None:
+    torch.manual_seed(0)
+    backbone = SmallBackbone(num_pretrain_classes=3, box_map=8).eval()
+    model = TwoHeadDetector(backbone, num_classes=3, box_channels=32, box_kernel=1).eval()
+    convolution = model.box_head[0]
+    assert isinstance(convolution, nn.Conv2d) and convolution.kernel_size == (1, 1)
+    assert (convolution.in_channels, convolution.out_channels) == (128, 32)
+    # after the convolution, the seed's box head on 32 x 8 x 8 = 2048 inputs
+    linears = [(m.in_features, m.out_features) for m in model.box_head if isinstance(m, nn.Linear)]
+    assert linears == [(2048, 128), (128, 64), (64, 32), (32, 4)]
+    assert isinstance(model.box_head[-1], nn.Sigmoid)
+    assert model.class_head[0].in_features == 2048
+    conv_weights = 128 * 32 + 32
+    assert count_trainable(model) == SEED_BOX_HEAD + conv_weights + SEED_CLASS_HEAD
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        features = backbone(images)
+        boxes, logits = model.heads(features)
+        box_map = features[:, : 128 * 64].view(2, 128, 8, 8)
+        torch.testing.assert_close(boxes, model.box_head(box_map))
+        torch.testing.assert_close(logits, model.class_head(features[:, 128 * 64 :]))
+        torch.testing.assert_close(model(images)[0], boxes)
+    wide = TwoHeadDetector(SmallBackbone(box_map=16), 3, box_channels=64, box_kernel=3)
+    assert wide.box_head[0].kernel_size == (3, 3) and wide.box_head[0].padding == (1, 1)
+    assert wide.box_head[3].in_features == 64 * 16 * 16
+    bare = TwoHeadDetector(SmallBackbone(box_map=8), 3, box_channels=0)
+    assert bare.box_head[1].in_features == 128 * 64  # no convolution: the flattened map
+
+
 def test_giou_box_loss_adds_to_the_seeds_mse() -> None:
     from single_object_detector import LossWeights, make_step, ordered
     from torchvision.ops import generalized_box_iou_loss
@@ -170,7 +222,7 @@ def test_l1_giou_box_loss_by_hand() -> None:
 
 
 def test_locating_pretraining_task_gives_boxes_and_keeps_the_backbone_weights() -> None:
-    from single_object_detector import pretrain_sets, pretrain_small_backbone
+    from single_object_pretraining import pretrain_sets, pretrain_small_backbone
 
     train, _, classes = pretrain_sets("other_images_boxes", 16, seed=0)
     image, (label, box) = train[0]
@@ -188,6 +240,51 @@ def test_locating_pretraining_task_gives_boxes_and_keeps_the_backbone_weights() 
     assert "box_iou" not in plain_stats
     # the box loss changed the one step's gradient: different weights from the same start
     assert not torch.equal(backbone.body[0].weight, plain.body[0].weight)
+
+
+def test_pretraining_flips_mirror_the_box_and_spare_the_held_out_images() -> None:
+    from single_object_pretraining import WholeImages, pretrain_sets
+
+    from detseg.data import recipes
+
+    dataset = recipes.load("single_object", seed=1, num_images=8)
+    plain = WholeImages(dataset, boxes=True)
+    flipping = WholeImages(dataset, boxes=True, flip=True)
+    image, (label, box) = plain[0]
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(20):
+        other, (other_label, other_box) = flipping[0]
+        assert other_label == label
+        if torch.equal(other, image):
+            torch.testing.assert_close(other_box, box)
+            seen.add("plain")
+        else:
+            torch.testing.assert_close(other, image.flip(-1))
+            x1, y1, x2, y2 = box.tolist()
+            torch.testing.assert_close(other_box, torch.tensor([1 - x2, y1, 1 - x1, y2]))
+            seen.add("mirrored")
+    assert seen == {"plain", "mirrored"}
+    train, val, _ = pretrain_sets("other_images_boxes", 16, seed=0)
+    assert train.flip and not val.flip
+
+
+def test_cosine_schedule_of_the_heads(script, tmp_path: Path) -> None:
+    train = script("train_single_object")
+    common = ["--num-images", "12", "--batch-size", "4", "--epochs", "3", "--lr", "0.01"]
+    cosine = train.main([*common, "--output-dir", str(tmp_path / "a")])
+    constant = train.main(
+        [*common, "--lr-schedule", "constant", "--output-dir", str(tmp_path / "b")]
+    )
+    # the rate each epoch trained with: 0.01 * (1 + cos(pi * epoch / 3)) / 2
+    expected = [0.01 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [e["lr"] for e in cosine["history"]] == pytest.approx(expected)
+    assert [e["lr"] for e in constant["history"]] == pytest.approx([0.01] * 3)
+
+
+def test_resnet50_refuses_the_small_backbones_box_map(script) -> None:
+    with pytest.raises(UserError, match="--box-map"):
+        script("train_single_object").main(["--backbone", "resnet50", "--box-map", "8"])
 
 
 def test_mirrored_items_flip_the_image_and_the_box() -> None:

@@ -1,0 +1,231 @@
+"""Pretraining the small backbone of the single-object detector on built-in data (no ImageNet).
+
+The stand-in for "pretrained on ImageNet": the backbone learns a task on *other* images than the
+detector's, then is frozen (:mod:`single_object_detector`). Tasks (:data:`PRETRAIN_TASKS`):
+
+- ``shape_crops``: classify the shapes cut out of the built-in ``shapes`` scenes (5 classes);
+- ``other_images``: classify other built-in ``single_object`` images (data seed 1, never the
+  detector's images; 3 classes);
+- ``other_images_boxes`` (the default): classify *and locate* them: a small locating head on the
+  backbone's map regresses the object's box (L1 + (1 - GIoU)), then is dropped, so that the frozen
+  features keep where the object is, as a detection-pretrained backbone's do.
+
+Recipe: Adam, the learning rate from 3e-3 down to 0 along a cosine over every step, each training
+image mirrored left-right with probability 1/2 (its box with it), batches of 64.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from single_object_detector import BACKBONES, SmallBackbone, letterless_resize, ordered, paired_iou
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from detseg.data.imageio import read_image
+from detseg.data.types import DetectionDataset
+
+PRETRAIN_TASKS = {
+    "shape_crops": "classify shapes cut out of the built-in shapes scenes (5 classes)",
+    "other_images": "classify other built-in single_object images (data seed 1; 3 classes)",
+    "other_images_boxes": "classify and locate (the object's box, from the backbone's map) other "
+    "built-in single_object images (data seed 1; 3 classes)",
+}
+
+
+def _normalise(images: Tensor) -> Tensor:
+    """uint8 ``[3, S, S]`` -> the small backbone's normalised float input."""
+    spec = BACKBONES["small"]
+    mean, std = torch.tensor(spec["mean"]).view(3, 1, 1), torch.tensor(spec["std"]).view(3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def mirror_box(box: Tensor) -> Tensor:
+    """``[4]`` xyxy normalised -> the box of the image mirrored left-right."""
+    return torch.stack([1 - box[2], box[1], 1 - box[0], box[3]])
+
+
+class ShapeCrops(Dataset):
+    """Shapes cut out of built-in ``shapes`` scenes (their box plus a random margin of context),
+    resized to ``side`` x ``side``: a 5-class classification set (circle, triangle, ...).
+
+    Every crop is cut once at construction (uint8, ``side`` x ``side``), each image read once.
+    ``flip``: each item mirrored left-right with probability 1/2 (torch's global generator).
+    """
+
+    def __init__(
+        self, dataset: DetectionDataset, side: int = 64, seed: int = 0, *, flip: bool = False
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        crops, labels = [], []
+        for record in dataset.records:
+            image = read_image(dataset.image_path(record))
+            for (x1, y1, x2, y2), label in zip(record.boxes, record.labels):
+                w, h = x2 - x1, y2 - y1
+                m = rng.uniform(0.05, 0.4, size=4)
+                left, top = int(max(0, x1 - m[0] * w)), int(max(0, y1 - m[1] * h))
+                right = int(min(record.width, x2 + m[2] * w)) + 1
+                bottom = int(min(record.height, y2 + m[3] * h)) + 1
+                crops.append(letterless_resize(image[top:bottom, left:right], side))
+                labels.append(int(label))
+        self.crops = np.stack(crops)  # [N, side, side, 3] uint8
+        self.labels = torch.tensor(labels)
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        crop = torch.from_numpy(self.crops[index]).permute(2, 0, 1)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            crop = crop.flip(-1)
+        return _normalise(crop), self.labels[index]
+
+
+class WholeImages(Dataset):
+    """Whole images of a single-object dataset with their class: plain image classification.
+
+    Every image is read and resized once at construction (uint8, ``side`` x ``side``). With
+    ``boxes``, items are ``(image, (label, box xyxy normalised))`` for the locating task. ``flip``:
+    each item mirrored left-right with probability 1/2 (torch's global generator), its box with it.
+    """
+
+    def __init__(
+        self, dataset: DetectionDataset, side: int = 128, *, boxes: bool = False, flip: bool = False
+    ) -> None:
+        self.images = np.stack(
+            [letterless_resize(read_image(dataset.image_path(r)), side) for r in dataset.records]
+        )
+        self.labels = torch.tensor([int(r.labels[0]) for r in dataset.records])
+        sizes = np.float32([[r.width, r.height, r.width, r.height] for r in dataset.records])
+        corners = np.stack([np.asarray(r.boxes[0], np.float32) for r in dataset.records])
+        self.boxes = torch.from_numpy(corners / sizes) if boxes else None  # [N, 4]
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Any]:
+        image = torch.from_numpy(self.images[index]).permute(2, 0, 1)
+        flipped = self.flip and bool(torch.rand(()) < 0.5)
+        image = _normalise(image.flip(-1) if flipped else image)
+        if self.boxes is None:
+            return image, self.labels[index]
+        box = mirror_box(self.boxes[index]) if flipped else self.boxes[index]
+        return image, (self.labels[index], box)
+
+
+def pretrain_sets(
+    task: str, num_images: int | None, seed: int, *, flip: bool = True
+) -> tuple[Dataset, Dataset, int]:
+    """``(train, val, num_classes)`` of a pretraining task (:data:`PRETRAIN_TASKS`); ``flip``
+    mirrors training items at random (never the held-out ones)."""
+    from detseg.data import recipes
+
+    if task == "shape_crops":
+        shapes = {split: recipes.load("shapes", split=split, num_images=num_images)
+                  for split in ("train", "val")}  # fmt: skip
+        train = ShapeCrops(shapes["train"], seed=seed, flip=flip)
+        return train, ShapeCrops(shapes["val"], seed=seed + 1), 5
+    # other images of the same three classes, drawn with data seed 1: never the detector's images
+    images = recipes.load("single_object", seed=1, num_images=num_images)
+    indices = np.random.default_rng(seed).permutation(len(images))
+    cut = max(1, len(images) // 5)
+    subset = [replace(images, records=[images.records[i] for i in part]) for part in
+              (indices[cut:], indices[:cut])]  # fmt: skip
+    boxes = task == "other_images_boxes"
+    return (WholeImages(subset[0], boxes=boxes, flip=flip), WholeImages(subset[1], boxes=boxes),
+            len(images.classes))  # fmt: skip
+
+
+def locate_loss(predicted: Tensor, boxes: Tensor) -> Tensor:
+    """L1 + (1 - GIoU) between ``[N, 4]`` predicted and true boxes (xyxy, normalised)."""
+    from torchvision.ops import generalized_box_iou_loss
+
+    l1 = nn.functional.l1_loss(predicted, boxes)
+    return l1 + generalized_box_iou_loss(ordered(predicted), boxes, reduction="mean")
+
+
+def pretrain_small_backbone(
+    *,
+    task: str = "other_images_boxes",
+    seed: int = 0,
+    num_images: int | None = None,
+    epochs: int = 10,
+    max_steps: int | None = None,
+    flip: bool = True,
+    log: Callable[[str], Any] = lambda text: print(text, file=sys.stderr),
+) -> tuple[SmallBackbone, dict[str, float]]:
+    """Train :class:`SmallBackbone` on a built-in task (:data:`PRETRAIN_TASKS`, module docstring).
+
+    ``other_images_boxes`` also asks where the object is: a linear layer on the flattened 4 x 4
+    grid (dropped after pretraining, never part of the backbone's weights) regresses its box with
+    L1 + (1 - GIoU). Returns the backbone (eval mode) and ``{"crop_accuracy" (held-out accuracy of
+    the task), "seconds", "train_crops" (training items)}`` (+ ``"box_iou"``, held out, when
+    locating).
+    """
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    train_set, val_set, num_classes = pretrain_sets(task, num_images, seed, flip=flip)
+    backbone = SmallBackbone(num_pretrain_classes=num_classes)
+    locating = task == "other_images_boxes"
+    locator = nn.Sequential(nn.Linear(backbone.out_features, 4), nn.Sigmoid())
+    parameters = [*backbone.parameters(), *(locator.parameters() if locating else [])]
+    optimizer = torch.optim.Adam(parameters, lr=3e-3)
+    loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=generator)
+    total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    steps = 0
+    backbone.train()
+    for epoch in range(epochs):
+        for crops, targets in loader:
+            labels = targets[0] if locating else targets
+            loss = nn.functional.cross_entropy(backbone.classify(crops), labels)
+            if locating:
+                loss = loss + locate_loss(locator(backbone(crops)), targets[1])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            steps += 1
+            if steps >= total:
+                break
+        log(f"pretraining the small backbone ({task}): epoch {epoch + 1}, loss {loss:.3f}")
+        if steps >= total:
+            break
+    backbone.eval()
+    hits, ious = [], []
+    with torch.no_grad():
+        for crops, targets in DataLoader(val_set, batch_size=128):
+            labels = targets[0] if locating else targets
+            hits.append((backbone.classify(crops).argmax(1) == labels).double())
+            if locating:
+                ious.append(paired_iou(ordered(locator(backbone(crops))).double(),
+                                       targets[1].double()))  # fmt: skip
+    accuracy = float(torch.cat(hits).mean())
+    return backbone, {
+        "crop_accuracy": accuracy,
+        "seconds": time.perf_counter() - start,
+        "train_crops": len(train_set),
+        **({"box_iou": float(torch.cat(ious).mean())} if locating else {}),
+    }
+
+
+def small_backbone_path(
+    runs: Path, task: str, seed: int, epochs: int, smoke: bool, *, num_images: int | None = None
+) -> Path:
+    """Where the pretrained small backbone is cached (one per task, images, seed and epochs;
+    ``flipcos``: the recipe with flips and a cosine rate)."""
+    images = "" if num_images is None else f"-n{num_images}"
+    name = (
+        f"small-backbone-{task}{images}-seed{seed}-e{epochs}-flipcos{'-smoke' if smoke else ''}.pt"
+    )
+    return runs / "04_basic_object_detection" / name
