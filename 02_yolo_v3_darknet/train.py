@@ -73,6 +73,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hsv", type=float, nargs=3, default=(0.015, 0.5, 0.3),
                         metavar=("H", "S", "V"), help="HSV jitter amplitudes")  # fmt: skip
     parser.add_argument("--box-loss", choices=("mse", "giou"), default="giou")
+    parser.add_argument("--cls-weight", type=float, default=1.0,
+                        help="weight of the class term of the loss (objectness and box: 1)")  # fmt: skip
     parser.add_argument("--assign-threshold", type=float, default=0.5,
                         help="also assign anchors whose shape IoU with a box is above this "
                         "(> 1: only the best anchor, as darknet)")  # fmt: skip
@@ -101,6 +103,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             raise UserError(
                 f"--{flag} must be in [0, 1], got {getattr(args, flag)}", fix="e.g. 0.5"
             )
+    if args.cls_weight < 0:
+        raise UserError(f"--cls-weight must be >= 0, got {args.cls_weight}", fix="e.g. 1 or 4")
     if args.warmup_iters < 0:
         raise UserError(f"--warmup-iters must be >= 0, got {args.warmup_iters}", fix="e.g. 50")
     if args.time_budget != 0:
@@ -146,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     augment = YoloAugment(
         mosaic=args.mosaic, hflip=args.hflip, hsv=tuple(args.hsv), scale=(0.75, 1.25)
     )
-    loss_config = LossConfig(box_loss=args.box_loss, assign_threshold=args.assign_threshold)
+    loss_config = LossConfig(
+        box_loss=args.box_loss, assign_threshold=args.assign_threshold, cls=args.cls_weight
+    )
     kwargs = train_kwargs(args)
     config = {
         **kwargs.pop("config"),

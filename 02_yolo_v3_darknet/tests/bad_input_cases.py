@@ -54,6 +54,7 @@ CASES = [
     Case("02-train-image-size", TRAIN, ["--image-size", "100"], "--image-size"),
     Case("02-train-mosaic", TRAIN, ["--mosaic", "1.5"], "--mosaic"),
     Case("02-train-time-budget", TRAIN, ["--time-budget", "-1"], "--time-budget"),
+    Case("02-train-negative-cls-weight", TRAIN, ["--cls-weight", "-1"], "--cls-weight"),
     Case("02-train-bad-data-yaml", TRAIN, ["--data-path", "{tmp}/data.yaml"],
          ["{tmp}/data.yaml", "YAML"], files={"data.yaml": BAD_YAML}),
     Case("02-export-weights-wrong-size", EXPORT,
