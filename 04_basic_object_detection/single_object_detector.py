@@ -258,8 +258,13 @@ class SingleObjectImages(Dataset):
     """Records of a single-object dataset, images read lazily (one file per ``__getitem__``).
 
     Items: ``(image [3, S, S], box [4] xyxy / image size, label)``; the first box of each record.
-    ``mirrored``: every image flipped left-right and its box with it (``x1, x2 -> 1 - x2, 1 - x1``),
-    the one augmentation a feature cache can hold (``--mirror-train`` adds these items).
+    Fixed augmentations, which a feature cache can hold (each a second copy of the training items):
+
+    - ``mirrored``: every image flipped left-right and its box with it (``x1, x2 -> 1 - x2, 1 - x1``;
+      ``--mirror-train``);
+    - ``crop_seed``: every image cropped to a window that keeps the whole box, drawn once per item
+      from ``(crop_seed, index)``: each margin around the box loses a uniform share in
+      ``[0, crop_margin]``; the box is given in the crop's coordinates (``--crop-copies``).
     """
 
     def __init__(
@@ -269,19 +274,37 @@ class SingleObjectImages(Dataset):
         backbone: str,
         *,
         mirrored: bool = False,
+        crop_seed: int | None = None,
+        crop_margin: float = 0.5,
     ) -> None:
         self.dataset = dataset
         self.indices = list(indices)
         self.spec = BACKBONES[backbone]
         self.mirrored = mirrored
+        self.crop_seed, self.crop_margin = crop_seed, crop_margin
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def window(self, index: int) -> tuple[int, int, int, int]:
+        """The pixel window ``(left, top, right, bottom)`` item ``index`` is cut to (whole image
+        without ``crop_seed``)."""
+        record = self.dataset.records[self.indices[index]]
+        if self.crop_seed is None:
+            return 0, 0, int(record.width), int(record.height)
+        x1, y1, x2, y2 = (float(v) for v in record.boxes[0])
+        cut = np.random.default_rng([self.crop_seed, index]).uniform(0, self.crop_margin, 4)
+        left, top = int(cut[0] * x1), int(cut[1] * y1)
+        right = int(np.ceil(record.width - cut[2] * (record.width - x2)))
+        bottom = int(np.ceil(record.height - cut[3] * (record.height - y2)))
+        return left, top, right, bottom
+
     def target(self, index: int) -> tuple[Tensor, Tensor]:
         record = self.dataset.records[self.indices[index]]
-        scale = np.array([record.width, record.height] * 2, dtype=np.float32)
-        box = torch.from_numpy(record.boxes[0] / scale)
+        left, top, right, bottom = self.window(index)
+        shift = np.array([left, top] * 2, dtype=np.float32)
+        scale = np.array([right - left, bottom - top] * 2, dtype=np.float32)
+        box = torch.from_numpy(np.clip((record.boxes[0] - shift) / scale, 0, 1).astype(np.float32))
         if self.mirrored:
             box = torch.stack([1 - box[2], box[1], 1 - box[0], box[3]])
         return box, torch.tensor(int(record.labels[0]))
@@ -289,6 +312,8 @@ class SingleObjectImages(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         record = self.dataset.records[self.indices[index]]
         image = read_image(self.dataset.image_path(record))
+        left, top, right, bottom = self.window(index)
+        image = image[top:bottom, left:right]
         if self.mirrored:
             image = np.ascontiguousarray(image[:, ::-1])
         spec = self.spec

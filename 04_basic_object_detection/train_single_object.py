@@ -125,7 +125,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="with --box-map: channels of the box head's convolution (0: none, flatten the map)",
     )
     parser.add_argument(
-        "--box-kernel", type=int, choices=(1, 3), default=1, help="with --box-map: its kernel"
+        "--box-kernel", type=int, choices=(1, 3), default=3, help="with --box-map: its kernel"
     )
     parser.add_argument(
         "--lr-schedule",
@@ -147,6 +147,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=True,
         help="add every training image mirrored left-right (box mirrored): twice the items, "
         "cached like the others",
+    )
+    parser.add_argument(
+        "--crop-copies",
+        type=int,
+        default=0,
+        help="add this many copies of every training image cropped at random around its box "
+        "(each window drawn once, box in the crop's coordinates; mirrored too with "
+        "--mirror-train), cached like the others",
     )
     parser.add_argument("--dropout", type=float, default=0.5, help="class head dropout")
     add_standard_args(
@@ -187,6 +195,17 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             "--feature-grid 8 needs --box-map 0 (with a box map the class head reads the 4 x 4 grid)",
             fix="add --box-map 0 or drop --feature-grid",
         )
+    if args.resume and args.lr_schedule == "cosine" and not args.dry_run:
+        path = Path(args.output_dir) / "last.pt" if args.resume is True else Path(args.resume)
+        started = (load_checkpoint(path).get("config") or {}).get("epochs")
+        if started is not None and started != args.epochs:
+            raise UserError(
+                f"--epochs {args.epochs}: this run's cosine learning rate ends at epoch {started}",
+                path=path,
+                fix=f"resume with --epochs {started}, or train with --lr-schedule constant",
+            )
+    if args.crop_copies < 0:
+        raise UserError(f"--crop-copies must be >= 0, got {args.crop_copies}", fix="e.g. 2")
     if args.box_channels < 0:
         raise UserError(f"--box-channels must be >= 0, got {args.box_channels}", fix="e.g. 32")
     if args.pretrain_images is not None and args.pretrain_images < 10:
@@ -283,10 +302,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     trainable = count_trainable(model)
     print(f"trainable parameters: {trainable}", flush=True)
 
-    train_images: Any = SingleObjectImages(dataset, train_idx, args.backbone)
-    if args.mirror_train:
-        mirrored = SingleObjectImages(dataset, train_idx, args.backbone, mirrored=True)
-        train_images = torch.utils.data.ConcatDataset([train_images, mirrored])
+    # the training images, then their fixed augmented copies (--crop-copies, --mirror-train)
+    crops = [None] + [1000 * args.seed + k for k in range(1, args.crop_copies + 1)]
+    copies = [
+        SingleObjectImages(dataset, train_idx, args.backbone, mirrored=mirrored, crop_seed=crop)
+        for crop in crops
+        for mirrored in ((False, True) if args.mirror_train else (False,))
+    ]
+    train_images: Any = copies[0] if len(copies) == 1 else torch.utils.data.ConcatDataset(copies)
     val_images = SingleObjectImages(dataset, val_idx, args.backbone)
     feature_seconds = 0.0
     if args.cached_features:

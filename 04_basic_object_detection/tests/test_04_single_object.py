@@ -287,6 +287,35 @@ def test_resnet50_refuses_the_small_backbones_box_map(script) -> None:
         script("train_single_object").main(["--backbone", "resnet50", "--box-map", "8"])
 
 
+def test_crop_copies_keep_the_box_in_the_crops_coordinates() -> None:
+    from single_object_detector import SingleObjectImages, to_input
+
+    from detseg.data import recipes
+    from detseg.data.imageio import read_image
+
+    dataset = recipes.load("single_object", num_images=8)
+    plain = SingleObjectImages(dataset, [0, 1, 2], "small")
+    cropped = SingleObjectImages(dataset, [0, 1, 2], "small", crop_seed=1)
+    again = SingleObjectImages(dataset, [0, 1, 2], "small", crop_seed=1)
+    for index in range(3):
+        record = dataset.records[index]
+        left, top, right, bottom = cropped.window(index)
+        x1, y1, x2, y2 = record.boxes[0]
+        assert 0 <= left <= x1 and 0 <= top <= y1 and x2 <= right <= record.width
+        assert y2 <= bottom <= record.height
+        assert (right - left, bottom - top) != (record.width, record.height)
+        expected = [(x1 - left) / (right - left), (y1 - top) / (bottom - top),
+                    (x2 - left) / (right - left), (y2 - top) / (bottom - top)]  # fmt: skip
+        image, box, label = cropped[index]
+        torch.testing.assert_close(box, torch.tensor(expected, dtype=torch.float32))
+        assert label == plain[index][2]
+        spec = cropped.spec
+        crop = read_image(dataset.image_path(record))[top:bottom, left:right]
+        torch.testing.assert_close(image, to_input(crop, 128, spec["mean"], spec["std"]))
+        assert again.window(index) == cropped.window(index)  # drawn once: the cache stays valid
+    assert plain.window(0) == (0, 0, dataset.records[0].width, dataset.records[0].height)
+
+
 def test_mirrored_items_flip_the_image_and_the_box() -> None:
     from single_object_detector import SingleObjectImages
 

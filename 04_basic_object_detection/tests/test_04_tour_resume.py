@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -26,7 +27,8 @@ def test_tour_runs_in_smoke_mode(script, tmp_path: Path) -> None:
 
 def test_single_object_resume_is_exact(script, tmp_path: Path) -> None:
     train = script("train_single_object")
-    common = ["--num-images", "12", "--batch-size", "4", "--seed", "2"]
+    # a constant rate: a cosine one ends with the first --epochs (refused below)
+    common = ["--num-images", "12", "--batch-size", "4", "--seed", "2", "--lr-schedule", "constant"]
     straight = train.main([*common, "--epochs", "3", "--output-dir", str(tmp_path / "a")])
     train.main([*common, "--epochs", "1", "--output-dir", str(tmp_path / "b")])
     resumed = train.main(
@@ -43,3 +45,13 @@ def test_single_object_resume_is_exact(script, tmp_path: Path) -> None:
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     assert resumed["mean_iou"] == straight["mean_iou"]
+
+
+def test_cosine_resume_with_other_epochs_is_refused(script, tmp_path: Path) -> None:
+    from detseg.errors import UserError
+
+    train = script("train_single_object")
+    common = ["--num-images", "12", "--batch-size", "4", "--output-dir", str(tmp_path)]
+    train.main([*common, "--epochs", "1"])
+    with pytest.raises(UserError, match="cosine learning rate ends at epoch 1"):
+        train.main([*common, "--epochs", "3", "--resume"])
