@@ -17,7 +17,7 @@ download (a detector trained here with ``train_detector.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -195,6 +195,40 @@ def calibrate_batchnorm(model: nn.Module, images: Any) -> nn.Module:
     for module, momentum in zip(norms, momenta):
         module.momentum = momentum
     return model.eval()
+
+
+def recompute_batchnorm(model: nn.Module, batches: Iterable[Sequence[Any]]) -> nn.Module:
+    """Replace every BatchNorm's running statistics by their average over ``batches`` (lists of
+    [3, H, W] images in [0, 1], as the detector takes them): "precise BN" (Wu & Johnson 2021).
+
+    ``train_detector.py`` calls it before every evaluation. In a short run from scratch the running
+    averages (momentum 0.03) are far from the statistics the network trains with: they start at
+    0 / 1 while the activations of a fresh SSDlite have variances down to 1e-7, and 0.97 ** k takes
+    hundreds of steps to forget the start. Evaluated with them, a model that fits 16 training
+    images exactly (AP50 1.0 with the batch statistics) scored AP50 0.02 on the same images.
+    The whole model runs (backbone and heads, whose SSDlite head has BatchNorm too) in eval mode
+    with only the BatchNorm layers in training mode; returns ``model`` in the mode it came in.
+    """
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the batches
+    model.eval()
+    for module in norms:
+        module.train()
+    try:
+        with torch.no_grad():
+            for images in batches:
+                model(list(images))
+    finally:
+        for module, momentum in zip(norms, momenta):
+            module.momentum = momentum
+        model.train(was_training)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,18 +19,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from detection_zoo import TRAINABLE, build_trainable, count_parameters
+from detection_zoo import TRAINABLE, build_trainable, count_parameters, recompute_batchnorm
 from detector_data import category_ids, coco_scores, load_splits, predict_loader, to_coco_results
 
 from detseg import engine, settings
 from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
 from detseg.data.torch_datasets import DetectionTorchDataset, detection_collate
 from detseg.data.transforms import Compose, HorizontalFlip
+from detseg.data.types import DetectionDataset
 from detseg.devices import seed_everything, select_device
 from detseg.engine.budget import train_within_budget
 from detseg.engine.checkpoint import load_checkpoint
@@ -77,6 +78,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=4e-5)
     parser.add_argument("--warmup-iters", type=int, default=100)
     parser.add_argument(
+        "--precise-bn",
+        type=int,
+        default=128,
+        metavar="IMAGES",
+        help="before each evaluation, set the BatchNorm statistics from this many training images "
+        "(0: keep the running averages, which lag far behind in a short run from scratch)",
+    )
+    parser.add_argument(
         "--time-budget",
         type=float,
         default=None,
@@ -116,6 +125,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             f"--anchor-scales must be 0 < MIN < MAX <= 1, got {args.anchor_scales}",
             fix="e.g. 0.05 0.6",
         )
+    if args.precise_bn < 0 or args.precise_bn == 1:
+        raise UserError(
+            f"--precise-bn must be 0 (off) or >= 2 images, got {args.precise_bn}", fix="e.g. 128"
+        )
     if not args.time_budget >= 0:
         raise UserError(f"--time-budget must be >= 0, got {args.time_budget}", fix="e.g. 10")
     return args
@@ -151,6 +164,20 @@ def train_with_budget(
     """The engine's epochs until the next one would end past ``budget_s`` seconds
     (:func:`detseg.engine.budget.train_within_budget`)."""
     return train_within_budget(model, loader, budget_s=budget_s, **kwargs)
+
+
+def precise_bn_batches(
+    train: DetectionDataset, num_images: int, batch_size: int
+) -> Callable[[], Iterator[list[torch.Tensor]]]:
+    """Batches of the first ``num_images`` training images, not augmented, read anew on each call
+    (:func:`detection_zoo.recompute_batchnorm`); a last batch of one image is dropped (BatchNorm
+    cannot take it on SSD's 1 x 1 maps) unless it is the only one."""
+    dataset = DetectionTorchDataset(train)
+    count = min(num_images, len(dataset))
+    groups = [range(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        groups.pop()
+    return lambda: ([dataset[i][0] for i in group] for group in groups)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -193,7 +220,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         optimizer, lambda step: 0.5 * (1 + torch.cos(torch.tensor(step / steps * torch.pi)).item())
     )
 
+    bn_batches = precise_bn_batches(train, args.precise_bn, args.batch_size)
+
     def evaluate(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        if args.precise_bn:  # kept in the checkpoint: the engine evaluates, then saves
+            recompute_batchnorm(model, ([i.to(device) for i in b] for b in bn_batches()))
         outputs, image_ids = predict_loader(model, val_loader, device)
         return coco_scores(to_coco_results(outputs, image_ids, config["category_ids"]), val)
 

@@ -52,6 +52,29 @@ def test_train_detector_checkpoint_rebuilds_the_model(script, trained_ssd: Path)
     assert not model.training
 
 
+def test_checkpoint_holds_batchnorm_statistics_of_the_training_images(
+    script, trained_ssd: Path
+) -> None:
+    """Evaluation (and so the saved model) uses BatchNorm statistics recomputed on training images
+    (``--precise-bn``), not the running averages that lag behind in a short run."""
+    import torch
+    from detection_zoo import recompute_batchnorm
+    from detector_data import load_splits
+
+    train_detector = script("train_detector")
+    model, config = train_detector.load_detector(trained_ssd)
+    assert config["precise_bn"] == 128
+    train, _, _ = load_splits(None, num_images=config["data_num_images"])
+    saved = {name: b.clone() for name, b in model.named_buffers() if "running_" in name}
+    assert len(saved) > 100
+    batches = train_detector.precise_bn_batches(train, 128, config["batch_size"])
+    assert [len(b) for b in batches()] == [2] * (len(train) // 2)  # the dry run's batch of 2
+    recompute_batchnorm(model, batches())
+    for name, buffer in model.named_buffers():
+        if name in saved:
+            torch.testing.assert_close(buffer, saved[name], msg=name)
+
+
 def test_export_matches_runtimes_on_validation_images(
     script, trained_ssd: Path, tmp_path: Path
 ) -> None:
