@@ -170,6 +170,33 @@ def test_coco_scores_equal_pycocotools_on_fixed_predictions(tmp_path: Path) -> N
     assert mine["bbox_AP50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
 
 
+def test_training_targets_scored_as_detections_give_ap_1_and_shifted_labels_0() -> None:
+    """The label and box path end to end: the targets the model trains on (torchvision labels
+    1..C, xyxy pixels, from ``DetectionTorchDataset``) fed back as detections through
+    ``to_coco_results`` score AP 1.0 against the COCO files; one class off scores 0."""
+    from detector_data import category_ids, coco_scores, load_splits, to_coco_results
+
+    from detseg.data.torch_datasets import DetectionTorchDataset
+
+    train, val, _ = load_splits(None)
+    dataset = DetectionTorchDataset(val)
+    targets = [dataset[i][1] for i in range(len(dataset))]
+    assert min(int(t["labels"].min()) for t in targets) == 1  # 0 is the background
+    assert max(int(t["labels"].max()) for t in targets) == len(val.classes)
+    ids = [t["image_id"] for t in targets]
+    for shift, expected in ((0, 1.0), (1, 0.0)):
+        outputs = [
+            {
+                "boxes": t["boxes"].numpy(),
+                "scores": np.ones(len(t["labels"])),
+                "labels": (t["labels"].numpy() - 1 + shift) % len(val.classes) + 1,
+            }
+            for t in targets
+        ]
+        scores = coco_scores(to_coco_results(outputs, ids, category_ids(train)), val)
+        assert scores["bbox_AP"] == pytest.approx(expected, abs=1e-9), shift
+
+
 def test_anchor_scales_reach_the_default_boxes_and_old_checkpoints_keep_the_papers(script) -> None:
     from detection_zoo import build_trainable
     from detector_body import DecodeConfig
