@@ -87,6 +87,22 @@ assert count_trainable(seed_model) == by_hand
 print("trainable parameters:", by_hand)
 
 # %% [markdown]
+# ## The small backbone's box head: the finer map, squeezed
+#
+# Offline, the backbone is the small one trained here, and its last 4 x 4 grid (a cell every 32 px)
+# is coarse for a box. So its box head reads the 8 x 8 map *before* the last pooling (a cell every
+# 16 px) through one trainable 3 x 3 convolution down to 32 channels, then flattens it into the
+# seed's layers: 32 x 8 x 8 = 2048 inputs, as many as before. The class head keeps the 4 x 4 grid.
+# With `--backbone resnet50` nothing of this applies: the heads stay exactly the seed's.
+
+# %%
+from single_object_detector import SmallBackbone  # noqa: E402
+
+small_model = TwoHeadDetector(SmallBackbone(num_pretrain_classes=3, box_map=8), num_classes=3)
+print(small_model.box_head[:3])
+print("trainable parameters:", count_trainable(small_model), "(the seed's + the convolution)")
+
+# %% [markdown]
 # ## IoU of a predicted box with its ground truth, from scratch
 #
 # With one box per image the score of a box is its IoU with the one true box. We write it for
@@ -117,9 +133,12 @@ torch.testing.assert_close(paired_iou(boxes_a, boxes_b), box_iou(boxes_a, boxes_
 #
 # `train_single_object.py` pretrains the small backbone on a built-in task (by default: classify
 # *and locate* 600 other images, so that its features keep where the object is; or loads it from
-# its cache), freezes it, and trains the heads on the images and their mirror images. With `--cached-features` (the default) the
-# backbone runs once over the images; with `--no-cached-features` it runs on every image in every
-# epoch, as the seed did. Same seed, same batches, same dropout draws: the same numbers.
+# its cache), freezes it, and trains the heads on the images and their mirror images (boxes
+# mirrored too: the one augmentation a cache can hold, as a fixed second copy), with L1 + (1 - GIoU)
+# on the box and a learning rate that decays along a cosine. With `--cached-features` (the
+# default) the backbone runs once over the images; with `--no-cached-features` it runs on every
+# image in every epoch, as the seed did. Same seed, same batches, same dropout draws: the same
+# numbers.
 
 # %%
 common = ["--num-images", str(NUM_IMAGES), "--seed", "0"]
@@ -180,13 +199,18 @@ print(grid.shape)
 #   so the box is a fraction of the image size.
 # - A frozen backbone computes the same features every epoch: computing them once makes an epoch a
 #   few matrix products instead of a pass of a CNN over every image, with the same result.
-# - Without ImageNet, a backbone pretrained on a built-in classification task is the honest stand-in.
+# - Without ImageNet, a backbone pretrained on a built-in task (classify and locate other images)
+#   is the honest stand-in; a box head that reads a finer map than the classifier does localises
+#   better.
 #
 # ## Exercises
 #
 # 1. Train with `--pretrain-task shape_crops` and `other_images`: which features localise better?
-# 2. Cache the features of horizontally flipped images too (and flip their boxes): does IoU rise?
-# 3. With internet, run `--backbone resnet50` and compare with the small backbone.
+# 2. Turn off the mirror images (`--no-mirror-train`), or add random crops around the box
+#    (`--crop-copies 2`): how much of the IoU does each augmentation give?
+# 3. Let the box head read the 4 x 4 grid as the seed's does (`--box-map 0`), or the 16 x 16 map
+#    (`--box-map 16`): is a finer map always better?
+# 4. With internet, run `--backbone resnet50` and compare with the small backbone.
 
 # %%
 print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.0f} s")

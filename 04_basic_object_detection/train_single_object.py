@@ -137,9 +137,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--box-loss",
         choices=("mse", "mse+giou", "l1+giou"),
-        default="mse+giou",
-        help="mse: the seed's MSE on the normalised corners; mse+giou adds 1 - GIoU (held-out IoU "
-        "0.718 vs 0.695, README); l1+giou: L1 instead of MSE",
+        default="l1+giou",
+        help="mse: the seed's MSE on the normalised corners; mse+giou adds 1 - GIoU; l1+giou: L1 "
+        "instead of MSE (EXPERIMENTS.md)",
     )
     parser.add_argument(
         "--mirror-train",
@@ -151,7 +151,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--crop-copies",
         type=int,
-        default=0,
+        default=2,
         help="add this many copies of every training image cropped at random around its box "
         "(each window drawn once, box in the crop's coordinates; mirrored too with "
         "--mirror-train), cached like the others",
