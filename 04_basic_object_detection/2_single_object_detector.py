@@ -132,10 +132,11 @@ torch.testing.assert_close(paired_iou(boxes_a, boxes_b), box_iou(boxes_a, boxes_
 # ## Train on cached features, then the seed's loop, and compare
 #
 # `train_single_object.py` pretrains the small backbone on a built-in task (by default: classify
-# *and locate* 600 other images, so that its features keep where the object is; or loads it from
-# its cache), freezes it, and trains the heads on the images and their mirror images (boxes
-# mirrored too: the one augmentation a cache can hold, as a fixed second copy), with L1 + (1 - GIoU)
-# on the box and a learning rate that decays along a cosine. With `--cached-features` (the
+# *and locate* 1,200 other built-in images, so that its features keep where the object is; or
+# loads it from its cache), freezes it, and trains the heads on the images plus fixed augmented
+# copies of them: each mirrored, and two crops around the box (boxes moved with the image). A cache
+# can hold augmentation only as such fixed copies, computed once like the rest. The loss is L1 +
+# (1 - GIoU) on the box, and the learning rate decays along a cosine. With `--cached-features` (the
 # default) the backbone runs once over the images; with `--no-cached-features` it runs on every
 # image in every epoch, as the seed did. Same seed, same batches, same dropout draws: the same
 # numbers.
