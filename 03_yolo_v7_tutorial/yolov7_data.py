@@ -69,6 +69,9 @@ class YoloSamples(Dataset):
         mosaic: probability of a mosaic sample.
         hsv: hue, saturation, value gains (YOLOv7's 0.015, 0.7, 0.4).
         flip: probability of a horizontal flip.
+        mosaic_epochs: the last epoch (1-based, as the engine counts) with mosaic samples; later
+            epochs see single letterboxed images, the evaluation's scale (YOLOX's "close mosaic").
+            None: mosaic in every epoch.
         seed: base seed of the per-sample generators; the engine calls :meth:`set_epoch`.
     """
 
@@ -81,6 +84,7 @@ class YoloSamples(Dataset):
         mosaic: float = 1.0,
         hsv: tuple[float, float, float] = (0.015, 0.7, 0.4),
         flip: float = 0.5,
+        mosaic_epochs: int | None = None,
         seed: int = 0,
     ) -> None:
         self.dataset = dataset
@@ -89,6 +93,7 @@ class YoloSamples(Dataset):
         self.mosaic = mosaic
         self.hsv = hsv
         self.flip = flip
+        self.mosaic_epochs = mosaic_epochs
         self.seed = seed
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {}
@@ -125,7 +130,10 @@ class YoloSamples(Dataset):
             "size": (record.height, record.width),
         }
         rng = sample_rng(self.seed, self.epoch, index)
-        if self.augment and rng.random() < self.mosaic:
+        mosaic = self.mosaic
+        if self.mosaic_epochs is not None and self.epoch > self.mosaic_epochs:
+            mosaic = 0.0
+        if self.augment and rng.random() < mosaic:
             picks = [index] + [int(i) for i in rng.integers(0, len(self.dataset), 3)]
             parts = [self._raw(i) for i in picks]
             image, boxes, labels = random_mosaic(

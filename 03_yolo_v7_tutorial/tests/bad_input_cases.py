@@ -14,6 +14,12 @@ CASES = [
     Case("03-train-negative-epochs", TRAIN, ["--epochs", "-1", "--dry-run"], "--epochs"),
     Case("03-train-image-size-100", TRAIN, ["--image-size", "100", "--dry-run"], "--image-size"),
     Case("03-train-mosaic-2", TRAIN, ["--mosaic", "2", "--dry-run"], "--mosaic"),
+    Case(
+        "03-train-negative-close-mosaic",
+        TRAIN,
+        ["--close-mosaic", "-1", "--dry-run"],
+        "--close-mosaic",
+    ),
     Case("03-train-hsv-1", TRAIN, ["--hsv", "1", "0.5", "0.5", "--dry-run"], "--hsv"),
     Case("03-train-ema-1", TRAIN, ["--ema-decay", "1", "--dry-run"], "--ema-decay"),
     Case("03-train-unknown-variant", TRAIN, ["--variant", "e6e", "--dry-run"], "--variant"),

@@ -208,6 +208,23 @@ def test_evaluate_equals_pycocotools_on_fixed_predictions(tmp_path):
     assert metrics["map50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
 
 
+def test_close_mosaic_gives_the_evaluation_samples_in_the_last_epochs():
+    dataset = read_split(None, "val", num_images=40)
+    plain = YoloSamples(dataset, 96, augment=False)
+    closing = YoloSamples(dataset, 96, augment=True, mosaic=1.0, hsv=(0.0, 0.0, 0.0), flip=0.0,
+                          mosaic_epochs=1)  # fmt: skip
+    closing.set_epoch(1)  # the last mosaic epoch: a mosaic of four scenes
+    mosaic_image, _, mosaic_meta = closing[0]
+    assert mosaic_meta["scale"] == 1.0 and not torch.equal(mosaic_image, plain[0][0])
+    closing.set_epoch(2)  # after it: the letterboxed image and boxes the evaluation sees
+    for index in range(3):
+        image, targets, meta = closing[index]
+        expected_image, expected_targets, expected_meta = plain[index]
+        assert torch.equal(image, expected_image)
+        np.testing.assert_array_equal(targets, expected_targets)
+        assert meta["scale"] == expected_meta["scale"] < 1.0
+
+
 def test_export_parity_without_and_with_nms(script, trained):
     export = script("export")
     plain = export.main(["--weights", str(trained / "best.pt"), "--dry-run", "--dynamic-batch"])
