@@ -12,9 +12,12 @@ The heads are exactly the seed's (PyImageSearch's PyTorch bounding-box regressio
 - class head: ``Linear(F, 512) ReLU Dropout Linear(512, 512) ReLU Dropout Linear(512, C)``
 
 Backbones (:data:`BACKBONES`): ``resnet50`` (the seed's, ``F = 2048`` after global average pooling;
-ImageNet weights when they can be downloaded) and ``small`` (5 conv stages, ``F = 2048`` as a
-flattened 4 x 4 x 128 map, pretrained here on a built-in classification task: the shapes cut out of
-the built-in ``shapes`` scenes, see :func:`pretrain_small_backbone`).
+ImageNet weights when they can be downloaded; exactly the seed's heads) and ``small`` (5 conv
+stages at 128 px, pretrained here on built-in images, :mod:`single_object_pretraining`). On the
+small backbone the class head reads its flattened 4 x 4 x 128 grid (``F = 2048``) and the box head
+by default its finer 8 x 8 x 128 map through a trainable convolution to 32 channels, flattened
+into the seed's layers (:func:`spatial_box_head`; ``--box-map 0`` gives the seed's box head on the
+grid).
 
 Because the backbone is frozen, its features for an image never change: :func:`compute_features`
 runs it once over the dataset and the heads train on that cache (``--cached-features``), instead of

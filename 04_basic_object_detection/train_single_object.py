@@ -16,10 +16,12 @@ as the seed did. Both give the same numbers (same seed, same batches, same dropo
 ``seconds_per_epoch`` says what the cache saves. Every run prints ``trainable parameters: N``.
 
 ``--backbone small`` is pretrained here on a built-in task (``--pretrain-task``: classify and
-locate 600 other built-in single-object images (the default), classify them only, or classify
-shape crops of the ``shapes`` data; cached in
-``<runs>/04_basic_object_detection/``); ``--backbone resnet50`` uses the
-ImageNet weights (downloaded once, hash-checked; offline, one line says where to put the file).
+locate 1,200 other built-in single-object images (the default), classify them only, or classify
+shape crops of the ``shapes`` data; cached in ``<runs>/04_basic_object_detection/``); its box head
+reads the 8 x 8 map before the last pooling (``--box-map``), and the cache holds the training
+images plus fixed mirrored (``--mirror-train``) and cropped (``--crop-copies``) copies.
+``--backbone resnet50`` uses the ImageNet weights (downloaded once, hash-checked; offline, one
+line says where to put the file) and exactly the seed's heads.
 """
 
 from __future__ import annotations
