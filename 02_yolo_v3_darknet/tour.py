@@ -37,6 +37,7 @@ def run(out_dir: Path) -> dict[str, Any]:
     from darknet import build_model, randomize, save_weights
     from darknet_cfg import OFFICIAL_CFGS, parse_cfg
     from yolo_export import export_and_check
+    from yolo_loss import LossConfig
     from yolo_training import (
         build_custom_model,
         dataset_anchors,
@@ -77,6 +78,7 @@ def run(out_dir: Path) -> dict[str, Any]:
     result = fit(
         model, splits, image_size=size, epochs=1 if smoke else 4, batch_size=8,
         lr=2e-3, optimizer_name="adamw",
+        loss_config=LossConfig(box_loss="giou", assign_threshold=0.5),  # train.py's recipe
         output_dir=out_dir / "run", device=torch.device("cpu"), progress=False,
         augment=YoloAugment(hflip=0.5, hsv=(0.015, 0.5, 0.3), scale=(0.75, 1.25)),
         config={"cfg_text": cfg_text, "classes": splits.classes, "image_size": size},
