@@ -51,7 +51,7 @@ from detseg.viz import image_grid
 
 NOTEBOOK_START = time.perf_counter()
 SMOKE = settings.smoke_mode()
-EPOCHS = 1 if SMOKE else 60
+EPOCHS = 1 if SMOKE else 40
 PRETRAIN_EPOCHS = 1 if SMOKE else 5
 RUNS = settings.runs_root() / "07_bbox_regression_tensorflow"
 OUT = RUNS / "lesson2"
@@ -111,7 +111,7 @@ print(
 
 # %%
 result = bbox_fit.fit_regressor(
-    splits=splits, backbone_name="small", with_class=True, epochs=EPOCHS, batch_size=32, lr=1e-3,
+    splits=splits, backbone_name="small", with_class=True, epochs=EPOCHS, batch_size=64, lr=2e-3,
     seed=0, output_dir=OUT, config={"lesson": 2, "val_fraction": 0.1, "test_fraction": 0.2,
                                     "seed": 0, "data_path": None, "num_images": None},
     pretrain={"epochs": PRETRAIN_EPOCHS, "batch_size": 32, "lr": 3e-3, "cache_dir": RUNS / "pretrained"},

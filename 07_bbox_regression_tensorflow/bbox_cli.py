@@ -30,8 +30,8 @@ from detseg.errors import UserError
 EXAMPLE = bbox_training.EXAMPLE
 # the measured configurations of the README (small backbone, 2 CPU cores)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "single": {"classes": ["airplane"], "epochs": 60, "batch_size": 32, "lr": 1e-3, "run": "bbox"},
-    "multi": {"classes": None, "epochs": 60, "batch_size": 32, "lr": 1e-3, "run": "multiclass"},
+    "single": {"classes": ["airplane"], "epochs": 40, "batch_size": 64, "lr": 2e-3, "run": "bbox"},
+    "multi": {"classes": None, "epochs": 40, "batch_size": 64, "lr": 2e-3, "run": "multiclass"},
 }  # fmt: skip
 PRETRAIN = {"epochs": 5, "batch_size": 32, "lr": 3e-3}
 BOX_LOSS = "l1+giou"

@@ -15,15 +15,16 @@ Backbones (a visible dict, :data:`BACKBONES`):
 Heads (the seed's dense layers; their own sub-model ``heads``, so that they can also train on
 cached features), on the backbone's feature map::
 
-    bbox:  [Conv 1x1 32 ReLU] - Flatten - Dense 128 ReLU - Dense 64 ReLU - Dense 32 ReLU
-           - Dense 4 sigmoid  (xyxy / image size)
+    bbox:  [Conv 3x3 64 ReLU - Conv 1x1 32 ReLU] - Flatten - Dense 128 ReLU - Dense 64 ReLU
+           - Dense 32 ReLU - Dense 4 sigmoid  (xyxy / image size)
     class: [MaxPool 2] - Flatten - Dense 512 ReLU - Dropout 0.5 - Dense 512 ReLU - Dropout 0.5
            - Dense C softmax  (07b only)
 
 The bracketed layers are the small backbone's (:data:`HEAD_OPTIONS`): its regressor reads the map
 *before* the last pooling ([8, 8, 128] at 128 px, a cell every 16 pixels instead of 32), the box head
-first squeezes it to 32 channels with a trainable 1 x 1 convolution (so the flattened box features stay
-2048 long), and the class head pools it back to the [4, 4, 128] = 2048 features of the whole backbone.
+first runs a trainable 3 x 3 convolution (64 channels: it sees the neighbouring cells, where a box edge
+lies) and squeezes the result to 32 channels with a 1 x 1 convolution (so the flattened box features
+stay 2048 long), and the class head pools it back to the [4, 4, 128] = 2048 features of the whole backbone.
 VGG16 keeps the seed's heads exactly (flatten [7, 7, 512]).
 
 Box losses (:data:`BOX_LOSSES`): ``mse`` (the seed's) or ``l1+giou`` (mean absolute error of the four
@@ -61,8 +62,8 @@ CLASS_UNITS = (512, 512)
 # what the regressor reads of each backbone and the layers its heads add (module docstring)
 FEATURE_LAYER = {"small": "relu4", "vgg16": None}  # None: the backbone's own output
 HEAD_OPTIONS: dict[str, dict[str, int | None]] = {
-    "small": {"box_channels": 32, "class_pool": 2},
-    "vgg16": {"box_channels": None, "class_pool": None},
+    "small": {"box_convs": ((3, 64), (1, 32)), "class_pool": 2},
+    "vgg16": {"box_convs": (), "class_pool": None},
 }
 
 
@@ -169,7 +170,7 @@ def build_heads(
     *,
     num_classes: int | None = None,
     dropout: float = 0.5,
-    box_channels: int | None = None,
+    box_convs: Sequence[tuple[int, int]] = (),
     class_pool: int | None = None,
 ) -> Any:
     """The heads (module docstring) as their own model ``heads``.
@@ -177,7 +178,8 @@ def build_heads(
     Args:
         feature_shape: the backbone's output map ``(H, W, C)``, or ``F`` for flat features.
         num_classes: None for the box head only (07a), else C for the class head too (07b).
-        box_channels: a 1 x 1 convolution to that many channels before the box head's flatten.
+        box_convs: ``(kernel size, channels)`` of each convolution (ReLU, same padding) before the
+            box head's flatten.
         class_pool: max pooling of that size before the class head's flatten.
     Returns:
         ``keras.Model`` features [B, *feature_shape] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
@@ -185,8 +187,10 @@ def build_heads(
     shape = (feature_shape,) if isinstance(feature_shape, int) else tuple(feature_shape)
     features = keras.Input(shape, name="features")
     x = features
-    if box_channels is not None:
-        x = keras.layers.Conv2D(box_channels, 1, activation="relu", name="bbox_reduce")(x)
+    for index, (size, channels) in enumerate(box_convs):
+        x = keras.layers.Conv2D(
+            channels, size, padding="same", activation="relu", name=f"bbox_conv{index}"
+        )(x)
     x = keras.layers.Flatten(name="bbox_flatten")(x)
     for index, units in enumerate(BBOX_UNITS):
         x = keras.layers.Dense(units, activation="relu", name=f"bbox_dense{index}")(x)
@@ -211,7 +215,7 @@ def build_regressor(
     num_classes: int | None = None,
     heads: Any = None,
     dropout: float = 0.5,
-    box_channels: int | None = None,
+    box_convs: Sequence[tuple[int, int]] = (),
     class_pool: int | None = None,
 ) -> Any:
     """The frozen ``backbone`` into ``heads`` (default: new :func:`build_heads`).
@@ -221,7 +225,7 @@ def build_regressor(
             (``trainable = False``: its weights and BatchNorm statistics stay as they are).
         num_classes: None for the box head only (07a), else C for the class head too (07b).
         heads: existing heads to reuse (trained on cached features, or resumed).
-        box_channels, class_pool: of new heads (:func:`build_heads`, :data:`HEAD_OPTIONS`).
+        box_convs, class_pool: of new heads (:func:`build_heads`, :data:`HEAD_OPTIONS`).
     Returns:
         ``keras.Model`` images [B, S, S, 3] -> ``{"bbox": [B, 4]}`` (+ ``"class": [B, C]``).
     """
@@ -232,7 +236,7 @@ def build_regressor(
     if heads is None:
         heads = build_heads(
             tuple(features.shape[1:]), num_classes=num_classes, dropout=dropout,
-            box_channels=box_channels, class_pool=class_pool,
+            box_convs=box_convs, class_pool=class_pool,
         )  # fmt: skip
     predicted = heads(features)
     # named outputs, so that every export (SavedModel, ONNX) calls them "bbox" and "class"

@@ -174,13 +174,13 @@ def test_giou_loss_hand_computed_and_equal_to_torchvision():
 
 
 def test_small_regressor_reads_the_map_before_the_last_pool():
-    """Box head: 1x1 conv on the [S/8, S/8, 128] map; class head: that map pooled, which is exactly
+    """Box head: 3x3 conv (64) then 1x1 conv (32) on the [S/8, S/8, 128] map; class head: that map pooled, which is exactly
     the whole backbone's output (the features the seed's heads flatten)."""
     keras.utils.set_random_seed(1)
     backbone = bbox_models.build_small_backbone(64)  # relu4 [4, 4, 128], output [2, 2, 128]
     model = bbox_models.build_for("small", backbone, num_classes=3)
     features = 2 * 2 * bbox_models.SMALL_WIDTHS[-1]
-    reduce = 128 * 32 + 32  # the box head's 1x1 convolution
+    reduce = (3 * 3 * 128 * 64 + 64) + (64 * 32 + 32)  # the box head's 3x3 and 1x1 convolutions
     bbox_head = reduce + (4 * 4 * 32 * 128 + 128) + (128 * 64 + 64) + (64 * 32 + 32) + (32 * 4 + 4)
     class_head = (features * 512 + 512) + (512 * 512 + 512) + (512 * 3 + 3)
     assert bbox_models.trainable_parameters(model) == bbox_head + class_head
