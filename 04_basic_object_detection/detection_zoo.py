@@ -182,19 +182,27 @@ def calibrate_batchnorm(model: nn.Module, images: Any) -> nn.Module:
     activations layer after layer to ~1e-20 (denormal floats, slow and meaningless); timing or
     parity checks of an untrained model use this first. Returns ``model`` in eval mode.
     """
+    model.train()
+    _average_batchnorm(model, lambda: model.backbone((images - 0.5) / 0.5))
+    return model.eval()
+
+
+def _average_batchnorm(model: nn.Module, run: Callable[[], Any]) -> None:
+    """Reset every BatchNorm's running statistics, let ``run()`` (forward passes, no gradients)
+    set them to their cumulative average, then restore each layer's momentum."""
     import torch
 
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for module in norms:
         module.reset_running_stats()
-        module.momentum = None  # cumulative average over the calls below
-    model.train()
-    with torch.no_grad():
-        model.backbone((images - 0.5) / 0.5)
-    for module, momentum in zip(norms, momenta):
-        module.momentum = momentum
-    return model.eval()
+        module.momentum = None  # cumulative average over the calls of run()
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for module, momentum in zip(norms, momenta):
+            module.momentum = momentum
 
 
 def recompute_batchnorm(model: nn.Module, batches: Iterable[Sequence[Any]]) -> nn.Module:
@@ -209,24 +217,19 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[Sequence[Any]]) -> n
     The whole model runs (backbone and heads, whose SSDlite head has BatchNorm too) in eval mode
     with only the BatchNorm layers in training mode; returns ``model`` in the mode it came in.
     """
-    import torch
-
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
     was_training = model.training
-    for module in norms:
-        module.reset_running_stats()
-        module.momentum = None  # cumulative average over the batches
     model.eval()
-    for module in norms:
-        module.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
+
+    def run() -> None:
+        for images in batches:
+            model(list(images))
+
     try:
-        with torch.no_grad():
-            for images in batches:
-                model(list(images))
+        _average_batchnorm(model, run)
     finally:
-        for module, momentum in zip(norms, momenta):
-            module.momentum = momentum
         model.train(was_training)
     return model
 
