@@ -27,7 +27,10 @@
 # Next: [lesson 2, a single-object detector](2_single_object_detector.ipynb).
 
 # %%
+import contextlib
+import io
 import time
+from pathlib import Path
 
 import numpy as np
 import skimage.data
@@ -66,14 +69,23 @@ print(len(COCO_CATEGORIES), "labels, e.g.", COCO_CATEGORIES[1:6])
 # ## Offline: one line that says what to do
 #
 # Without the file in the torch hub cache and without internet, `build_pretrained` stops with the
-# URL, the path where to put the file, and the alternative that needs no download.
+# URL, the path where to put the file, and the alternative that needs no download. The paths are
+# under your home directory; we print it as `~` so the message reads the same on every machine.
+
 
 # %%
+def home_as_tilde(text: str) -> str:
+    return text.replace(str(Path.home()), "~")
+
+
+hub_log = io.StringIO()  # torch.hub prints 'Downloading: "<url>" to <path>', then a progress bar
 try:
-    model, classes = build_pretrained("fasterrcnn_mobilenet_v3_large_320_fpn")
-    print("weights found: the model is ready")
+    with contextlib.redirect_stdout(hub_log), contextlib.redirect_stderr(hub_log):
+        model, classes = build_pretrained("fasterrcnn_mobilenet_v3_large_320_fpn")
+    outcome = "weights found: the model is ready"
 except UserError as err:
-    print("error:", err.message())
+    outcome = f"error: {err.message()}"
+print(home_as_tilde("\n".join(hub_log.getvalue().splitlines()[:1] + [outcome])))
 
 # %% [markdown]
 # ## Any image size: the resize every torchvision detector does first
