@@ -5,7 +5,7 @@
 
 The model returns the raw inputs of the ``[yolo]`` layers, one tensor [B, A * (5 + C), H, W] per
 scale (A anchors per cell, C classes): exactly what darknet and OpenCV feed their YOLO layers, so
-they can be compared number for number. :func:`yolo_decode.decode_outputs` turns them into boxes.
+they can be compared number for number. :meth:`Darknet.decode` turns them into boxes.
 
 The ``.weights`` format (darknet ``parser.c``): a header of int32 ``major, minor, revision`` and the
 number of images seen in training (int64 when ``major * 10 + minor >= 2``, else int32), then for
@@ -29,6 +29,7 @@ from darknet_cfg import LayerSpec, NetSpec, describe, layer_table, parse_cfg
 from torch import Tensor, nn
 
 from detseg.errors import UserError, run_cli
+from detseg.yolo_decode import decode_output, split_raw
 
 BN_EPS = 1e-6  # darknet divides by sqrt(variance) + .000001; OpenCV uses sqrt(variance + 1e-6)
 LEAKY_SLOPE = 0.1
@@ -91,6 +92,7 @@ class Darknet(nn.Module):
         spec: the cfg (layer shapes at the cfg's input size; any multiple of 32 works too).
         anchors: per [yolo] layer, its anchors in input pixels [(w, h), ...].
         strides: per [yolo] layer, input pixels per grid cell (32, 16, 8 for YOLOv3 at any size).
+        scale_xy: per [yolo] layer, darknet's ``scale_x_y`` (1 in the YOLOv3 cfgs).
         num_classes: C.
     """
 
@@ -113,6 +115,7 @@ class Darknet(nn.Module):
         self.keep = [i in needed for i in range(len(spec.layers))]
         self.anchors = [list(layer.anchors) for layer in spec.yolo_layers]
         self.strides = [spec.height // layer.in_shape[1] for layer in spec.yolo_layers]
+        self.scale_xy = [layer.scale_xy for layer in spec.yolo_layers]
         self.num_classes = spec.num_classes
 
     def forward(self, images: Tensor) -> list[Tensor]:
@@ -134,6 +137,22 @@ class Darknet(nn.Module):
             if self.keep[index]:
                 saved[index] = x
         return outputs
+
+    def decode(self, raws: Sequence[Tensor]) -> Tensor:
+        """Raw outputs -> [B, N, 5 + C] (``cx, cy, w, h`` input pixels, objectness, class
+        probabilities), as darknet's [yolo] layers decode them: :func:`detseg.yolo_decode.
+        decode_outputs` (YOLOv3 style), with the centre moved for ``scale_x_y = s != 1``:
+        ``cx = (col + s sigmoid(tx) - (s - 1) / 2) stride`` (darknet's and OpenCV's formula)."""
+        parts = []
+        for raw, anchors, stride, scale in zip(raws, self.anchors, self.strides, self.scale_xy):
+            decoded = decode_output(raw, anchors, stride)  # [B, H * W * A, 5 + C]
+            if scale != 1:
+                # same (row, col, anchor) order as decode_output's rows
+                sig_xy = split_raw(raw, len(anchors))[..., :2].sigmoid().reshape(len(raw), -1, 2)
+                centre = decoded[..., :2] + (scale - 1) * (sig_xy - 0.5) * stride
+                decoded = torch.cat([centre, decoded[..., 2:]], dim=-1)
+            parts.append(decoded)
+        return torch.cat(parts, dim=1)
 
     def conv_layers(self) -> list[ConvLayer]:
         return [m for m in self.layers if isinstance(m, ConvLayer)]

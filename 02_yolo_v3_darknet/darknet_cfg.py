@@ -13,7 +13,10 @@ first block is ``[net]`` (input size, training settings); every other block is o
 ``route``          ``layers``: concatenates the outputs of one or more layers along channels
 ``upsample``       ``stride``: nearest-neighbour upsampling
 ``maxpool``        ``size``, ``stride``; darknet pads ``size - 1`` pixels (half before, half after)
-``yolo``           ``mask`` (which of ``anchors`` this scale uses), ``anchors``, ``classes``
+``yolo``           ``mask`` (which of ``anchors`` this scale uses), ``anchors``, ``classes``;
+                   optional ``scale_x_y`` (YOLOv4's; 1 by default): the box centre is
+                   ``col + scale_x_y * sigmoid(tx) - (scale_x_y - 1) / 2`` cells, so 2 lets it
+                   reach -0.5..1.5 (what YOLOv5-style assignment to neighbour cells needs)
 =================  ==========================================================================
 
 Everything here is plain Python (no torch): ``darknet.py`` builds the model from :class:`LayerSpec`.
@@ -87,6 +90,7 @@ class LayerSpec:
     # yolo
     anchors: list[tuple[float, float]] = field(default_factory=list)
     num_classes: int = 0
+    scale_xy: float = 1.0
 
 
 @dataclass
@@ -349,6 +353,14 @@ def _build_layer(
             )  # fmt: skip
         layer.anchors = [pairs[m] for m in mask]
         layer.num_classes = _int(section, "classes", path)
+        if "scale_x_y" in section.options:
+            values = _floats(section, "scale_x_y", path)
+            if len(values) != 1 or not 1 <= values[0] <= 4:
+                raise UserError(
+                    f"scale_x_y={section.options['scale_x_y']} is not one number in 1..4", path=path,
+                    line=section.lines["scale_x_y"], fix="use 1 (YOLOv3) or 2 (YOLOv5-style)",
+                )  # fmt: skip
+            layer.scale_xy = values[0]
     return layer
 
 
@@ -397,12 +409,15 @@ def custom_cfg(
     *,
     anchors: list[tuple[float, float]] | None = None,
     size: int | None = None,
+    scale_xy: float = 1.0,
 ) -> str:
     """The text of ``cfg`` adapted to ``num_classes`` (and optionally new anchors / input size).
 
     What darknet's instructions for custom objects say to edit by hand: ``classes=N`` in every
     ``[yolo]``, ``filters = len(mask) x (5 + N)`` in the ``[convolutional]`` right before each, and
-    ``anchors`` (e.g. from :func:`anchors.kmeans_anchors`). Everything else is kept line for line.
+    ``anchors`` (e.g. from :func:`anchors.kmeans_anchors`). ``scale_xy != 1`` adds
+    ``scale_x_y=...`` to each ``[yolo]`` (darknet and OpenCV read it). Everything else is kept
+    line for line.
     """
     if num_classes < 1:
         raise UserError(f"num_classes must be >= 1, got {num_classes}", fix="pass e.g. 5")
@@ -425,6 +440,13 @@ def custom_cfg(
         lines[yolo.lines["classes"] - 1] = f"classes={num_classes}"
         if anchor_text is not None:
             lines[yolo.lines["anchors"] - 1] = f"anchors = {anchor_text}"
+        if scale_xy != 1:
+            key_line = yolo.lines.get("scale_x_y", yolo.lines["classes"])
+            text = f"scale_x_y = {scale_xy:g}"
+            if "scale_x_y" in yolo.lines:
+                lines[key_line - 1] = text
+            else:
+                lines[key_line - 1] += f"\n{text}"
     if size is not None:
         for key in ("width", "height"):
             lines[sections[0].lines[key] - 1] = f"{key}={size}"

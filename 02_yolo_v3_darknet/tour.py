@@ -74,11 +74,11 @@ def run(out_dir: Path) -> dict[str, Any]:
     splits = load_splits(None, num_images=None if smoke else 300)  # 240 train, 60 val
     anchors = dataset_anchors(splits.train, "yolov3-tiny", size)
     model, cfg_text = build_custom_model("yolov3-tiny", len(splits.classes), anchors=anchors,
-                                         image_size=size)  # fmt: skip
+                                         image_size=size, scale_xy=2.0)  # fmt: skip
     result = fit(
         model, splits, image_size=size, epochs=1 if smoke else 4, batch_size=8,
         lr=2e-3, optimizer_name="adamw",
-        loss_config=LossConfig(box_loss="giou", assign_threshold=0.5),  # train.py's recipe
+        loss_config=LossConfig(box_loss="giou", assign="yolov5", obj_target="iou"),  # train.py's
         output_dir=out_dir / "run", device=torch.device("cpu"), progress=False,
         augment=YoloAugment(hflip=0.5, hsv=(0.015, 0.5, 0.3), scale=(0.75, 1.25)),
         config={"cfg_text": cfg_text, "classes": splits.classes, "image_size": size},

@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Train YOLOv3 / YOLOv3-tiny (darknet cfg) on a YOLO data.yaml or built-in shapes",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_standard_args(parser, example=EXAMPLE, epochs=10, batch_size=8, lr=0.002, workers=0)
+    add_standard_args(parser, example=EXAMPLE, epochs=9, batch_size=8, lr=0.002, workers=0)
     parser.add_argument("--cfg", default="yolov3-tiny", choices=list(OFFICIAL_CFGS),
                         help="base architecture; adapted to the dataset's classes")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=192, help="square input side (x 32)")
@@ -75,9 +75,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--box-loss", choices=("mse", "giou"), default="giou")
     parser.add_argument("--cls-weight", type=float, default=1.0,
                         help="weight of the class term of the loss (objectness and box: 1)")  # fmt: skip
+    parser.add_argument(
+        "--assign", choices=("yolov3", "yolov5"), default="yolov5",
+        help="yolov3: the best anchor over all scales (and --assign-threshold), centre cell only; "
+        "yolov5: every anchor within a 4x width / height ratio, centre cell and its 2 nearest "
+        "neighbours ([yolo] layers get scale_x_y = 2 so the centre can reach them)",
+    )  # fmt: skip
     parser.add_argument("--assign-threshold", type=float, default=0.5,
-                        help="also assign anchors whose shape IoU with a box is above this "
-                        "(> 1: only the best anchor, as darknet)")  # fmt: skip
+                        help="yolov3 assignment: also assign anchors whose shape IoU with a box is "
+                        "above this (> 1: only the best anchor, as darknet)")  # fmt: skip
+    parser.add_argument("--obj-target", choices=("one", "iou"), default="iou",
+                        help="objectness target of assigned predictions: 1 (darknet) or their "
+                        "IoU with the box, detached, clamped at 0 (YOLOv5)")  # fmt: skip
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw",
                         help="AdamW converges faster on short CPU schedules; SGD is darknet's")  # fmt: skip
     parser.add_argument("--warmup-iters", type=int, default=100,
@@ -143,16 +152,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         else None
     )
     model, cfg_text = build_custom_model(
-        args.cfg, len(splits.classes), anchors=anchors, image_size=args.image_size
-    )
+        args.cfg, len(splits.classes), anchors=anchors, image_size=args.image_size,
+        scale_xy=2.0 if args.assign == "yolov5" else 1.0,
+    )  # fmt: skip
     if args.weights is not None:
         load_start_weights(model, args.weights)
     augment = YoloAugment(
         mosaic=args.mosaic, hflip=args.hflip, hsv=tuple(args.hsv), scale=(0.75, 1.25)
     )
     loss_config = LossConfig(
-        box_loss=args.box_loss, assign_threshold=args.assign_threshold, cls=args.cls_weight
-    )
+        box_loss=args.box_loss, assign_threshold=args.assign_threshold, cls=args.cls_weight,
+        assign=args.assign, obj_target=args.obj_target,
+    )  # fmt: skip
     kwargs = train_kwargs(args)
     config = {
         **kwargs.pop("config"),

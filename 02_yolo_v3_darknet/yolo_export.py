@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from detseg.export import check_parity, export_onnx, match_detections, ort_run, ort_session
 from detseg.export import time_inference as time_call
-from detseg.yolo_decode import decode_outputs, postprocess
+from detseg.yolo_decode import postprocess
 
 
 class RawHeads(nn.Module):
@@ -31,7 +31,7 @@ class RawHeads(nn.Module):
 def detections(model: Darknet, raws: Sequence[Any], score_threshold: float = 0.25) -> dict:
     """Decoded, NMS-filtered detections of one image from raw outputs (torch or numpy)."""
     tensors = [torch.as_tensor(np.asarray(r)) if not isinstance(r, Tensor) else r for r in raws]
-    decoded = decode_outputs(tensors, model.anchors, model.strides)
+    decoded = model.decode(tensors)
     return postprocess(decoded, score_threshold=score_threshold)[0]
 
 

@@ -15,7 +15,7 @@ from darknet_cfg import CFG_DIR, OFFICIAL_CFGS, parse_cfg, parse_cfg_text, read_
 from detseg.data.letterbox import letterbox, unletterbox_boxes
 from detseg.engine.checkpoint import load_checkpoint, model_state
 from detseg.errors import UserError
-from detseg.yolo_decode import decode_outputs, postprocess
+from detseg.yolo_decode import postprocess
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Detector:
         canvas, scale, pad = letterbox(image, self.image_size)
         batch = torch.from_numpy(canvas).permute(2, 0, 1)[None].float().div(255).to(self.device)
         raws = self.model(batch)
-        decoded = decode_outputs(raws, self.model.anchors, self.model.strides)
+        decoded = self.model.decode(raws)
         found = postprocess(
             decoded, score_threshold=self.score_threshold, iou_threshold=self.iou_threshold
         )[0]

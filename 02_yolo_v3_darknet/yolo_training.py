@@ -32,7 +32,7 @@ from detseg.engine.budget import train_within_budget
 from detseg.engine.distributed import make_loader
 from detseg.errors import UserError
 from detseg.metrics import evaluate_coco
-from detseg.yolo_decode import decode_outputs, postprocess
+from detseg.yolo_decode import postprocess
 
 
 @dataclass
@@ -77,11 +77,12 @@ def training_boxes_wh(dataset: DetectionDataset, image_size: int) -> np.ndarray:
 
 
 def build_custom_model(
-    base_cfg: str, num_classes: int, *, anchors: Any = None, image_size: int
+    base_cfg: str, num_classes: int, *, anchors: Any = None, image_size: int, scale_xy: float = 1.0
 ) -> tuple[Darknet, str]:
-    """A darknet model of ``base_cfg`` adapted to ``num_classes`` (and anchors); returns the cfg text
-    too (saved next to the checkpoints and in them, so the run can be rebuilt and exported)."""
-    text = custom_cfg(base_cfg, num_classes, anchors=anchors, size=image_size)
+    """A darknet model of ``base_cfg`` adapted to ``num_classes`` (and anchors, and ``scale_x_y``
+    in its [yolo] layers); returns the cfg text too (saved next to the checkpoints and in them, so
+    the run can be rebuilt and exported)."""
+    text = custom_cfg(base_cfg, num_classes, anchors=anchors, size=image_size, scale_xy=scale_xy)
     model = Darknet(parse_cfg_text(text, f"{base_cfg} ({num_classes} classes)"))
     init_head_biases(model)
     return model, text
@@ -120,7 +121,9 @@ def make_step(model: Darknet, image_size: int, loss_config: LossConfig) -> Calla
     def step(train_model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
         images, targets = batch
         raws = train_model(images.to(device))
-        return yolo_loss(raws, targets, model.anchors, model.strides, image_size, loss_config)
+        return yolo_loss(
+            raws, targets, model.anchors, model.strides, image_size, loss_config, model.scale_xy
+        )
 
     return step
 
@@ -136,7 +139,7 @@ def predict_batch(
 ) -> list[dict[str, Tensor]]:
     """Detections in the letterboxed input's pixels, per image."""
     raws = model(images)
-    decoded = decode_outputs(raws, model.anchors, model.strides)
+    decoded = model.decode(raws)
     return postprocess(
         decoded, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections,

@@ -20,6 +20,10 @@ WRONG_FILTERS = NET + (
     b"[convolutional]\nfilters=20\nsize=1\nactivation=linear\n\n"
     b"[yolo]\nmask=0,1,2\nanchors=1,1, 2,2, 3,3\nclasses=2\n"
 )
+BAD_SCALE_XY = NET + (
+    b"[convolutional]\nfilters=21\nsize=1\nactivation=linear\n\n"
+    b"[yolo]\nmask=0,1,2\nanchors=1,1, 2,2, 3,3\nclasses=2\nscale_x_y=0.5\n"
+)
 # a darknet 0.2 header (major 0, minor 2, revision 0, 64-bit images seen), then too few numbers
 SHORT_WEIGHTS = (0).to_bytes(4, "little") + (2).to_bytes(4, "little") + bytes(4 + 8 + 988)
 BAD_YAML = b"names: [a, b\ntrain: x\n"
@@ -33,6 +37,8 @@ CASES = [
          ["{tmp}/a.cfg:6", "no filters="], files={"a.cfg": MISSING_KEY}),
     Case("02-darknet-wrong-filters-before-yolo", DARKNET, ["{tmp}/a.cfg"],
          ["{tmp}/a.cfg:7", "filters=21"], files={"a.cfg": WRONG_FILTERS}),
+    Case("02-darknet-bad-scale-x-y", DARKNET, ["{tmp}/a.cfg"],
+         ["{tmp}/a.cfg:15", "scale_x_y=0.5"], files={"a.cfg": BAD_SCALE_XY}),
     Case("02-darknet-no-such-cfg", DARKNET, ["{tmp}/nope.cfg"], ["{tmp}/nope.cfg", "not found"]),
     Case("02-darknet-text-cfg", DARKNET, ["{tmp}/a.cfg"], ["{tmp}/a.cfg:1"], files={"a.cfg": "text"}),
     Case("02-darknet-size-not-multiple", DARKNET, ["yolov3-tiny", "--size", "100"], "--size"),

@@ -165,22 +165,36 @@ def _opencv_outputs(cfg: Path, weights: Path, images: np.ndarray, raw_names: lis
     return outputs[: len(raw_names)], outputs[len(raw_names) :]
 
 
-@pytest.mark.parametrize(("name", "size"), [("yolov3-tiny", 160), ("yolov3", 128)])
-def test_opencv_dnn_agrees(name: str, size: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "size", "scale_xy"),
+    [("yolov3-tiny", 160, 1.0), ("yolov3", 128, 1.0), ("yolov3-tiny", 160, 2.0)],
+)
+def test_opencv_dnn_agrees(name: str, size: int, scale_xy: float, tmp_path: Path) -> None:
     """Random weights written by our writer, read by OpenCV's darknet importer and by our model:
-    the raw inputs of the YOLO layers and the decoded boxes agree to 1e-4."""
+    the raw inputs of the YOLO layers and the decoded boxes agree to 1e-4. With ``scale_x_y = 2``
+    in the [yolo] layers (what ``train.py --assign yolov5`` writes) OpenCV moves the centres as
+    :meth:`Darknet.decode` does."""
     cv2.setNumThreads(1)
-    model = randomize(build_model(name, size=size), seed=1).eval()
+    cfg = OFFICIAL_CFGS[name]
+    if scale_xy != 1:
+        cfg = tmp_path / f"{name}-scale.cfg"
+        cfg.write_text(custom_cfg(name, 80, scale_xy=scale_xy))
+        assert f"scale_x_y = {scale_xy:g}" in cfg.read_text()
+    model = randomize(build_model(cfg, size=size), seed=1).eval()
+    assert model.scale_xy == [scale_xy] * len(model.strides)
     weights = save_weights(model, tmp_path / f"{name}.weights")
     images = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     raw_names = [f"conv_{layer.index - 1}" for layer in model.spec.yolo_layers]
-    raw_cv, yolo_cv = _opencv_outputs(OFFICIAL_CFGS[name], weights, images, raw_names)
+    raw_cv, yolo_cv = _opencv_outputs(cfg, weights, images, raw_names)
     with torch.no_grad():
         ours = model(torch.from_numpy(images))
     for theirs, mine in zip(raw_cv, ours):
         assert theirs.shape == tuple(mine.shape)
         assert np.abs(theirs - mine.numpy()).max() <= 1e-4
-    decoded = decode_outputs(ours, model.anchors, model.strides)[0].numpy()
+    decoded = model.decode(ours)[0].numpy()
+    plain = decode_outputs(ours, model.anchors, model.strides)[0].numpy()  # YOLOv3's centres
+    np.testing.assert_array_equal(decoded[:, 2:], plain[:, 2:])
+    assert (np.abs(decoded[:, :2] - plain[:, :2]).max() > 1) == (scale_xy != 1)
     decoded[:, :4] /= size  # OpenCV gives boxes relative to the input size
     theirs = np.concatenate(yolo_cv)
     # w, h = anchor x exp(tw): relative tolerance there (random weights give huge boxes)

@@ -12,7 +12,7 @@ import torch
 from anchors import kmeans_anchors, wh_iou
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from yolo_loss import LossConfig, assign_targets, shape_iou, yolo_loss
+from yolo_loss import LossConfig, assign_targets, assign_targets_yolov5, shape_iou, yolo_loss
 from yolo_training import build_custom_model, load_splits, predictions_to_coco
 
 from detseg.data.formats import coco
@@ -39,6 +39,93 @@ def test_assign_targets_hand_computed():
     # with a low threshold the 20 x 20 anchor (shape IoU 400 / 1200 = 0.33) is added
     more = assign_targets([target], anchors, [32, 16], [(4, 4), (8, 8)], assign_threshold=0.3)
     assert sorted(more[1]["anchor"].tolist()) == [0, 1]
+
+
+def test_assign_targets_yolov5_hand_computed():
+    """YOLOv5's rule: every anchor within a 4x side ratio, at every scale, in the centre cell and
+    the 2 nearest neighbours; offsets = centre in cells - cell, in (-0.5, 1.5)."""
+    anchors = [[(80.0, 80.0), (20.0, 20.0)], [(10.0, 10.0), (200.0, 200.0)]]  # strides 32, 16
+    target = {"boxes": torch.tensor([[40.0, 55.0, 60.0, 85.0]]), "labels": torch.tensor([2])}
+    # 20 x 30, centre (50, 70). Ratios: 80 -> (4, 2.67): 4 is not < 4, out; 20 -> 1.5 in;
+    # 10 -> 3 in; 200 -> 10 out. Stride 32: centre (1.5625, 2.1875) -> cell (1, 2), x past the
+    # middle: right neighbour (2, 2); y before it: upper neighbour (1, 1). Stride 16: centre
+    # (3.125, 4.375) -> cell (3, 4), left (2, 4), up (3, 3).
+    coarse, fine = assign_targets_yolov5([target], anchors, [32, 16], [(4, 4), (8, 8)])
+
+    def cells(assigned: dict) -> dict:
+        return {
+            (int(a), int(c), int(r)): tuple(round(float(v), 4) for v in o)
+            for a, c, r, o in zip(
+                assigned["anchor"], assigned["col"], assigned["row"], assigned["offset"]
+            )
+        }
+
+    assert cells(coarse) == {
+        (1, 1, 2): (0.5625, 0.1875),
+        (1, 2, 2): (-0.4375, 0.1875),
+        (1, 1, 1): (0.5625, 1.1875),
+    }
+    assert cells(fine) == {
+        (0, 3, 4): (0.125, 0.375),
+        (0, 2, 4): (1.125, 0.375),
+        (0, 3, 3): (0.125, 1.375),
+    }
+    assert coarse["label"].tolist() == [2] * 3 and coarse["image"].tolist() == [0] * 3
+    # YOLOv3's rule gives this box one prediction: the 20 x 20 anchor (shape IoU 400 / 600)
+    v3 = assign_targets([target], anchors, [32, 16], [(4, 4), (8, 8)])
+    assert cells(v3[0]) == {(1, 1, 2): (0.5625, 0.1875)} and len(v3[1]["image"]) == 0
+
+
+def test_assign_targets_yolov5_border_and_lonely_box():
+    """No neighbour past the border (nor the first column / row, as YOLOv5); a box that no anchor
+    fits within 4x still gets its best-fitting anchor (at its 3 cells)."""
+    anchors = [[(16.0, 16.0)]]
+    corner = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([0])}
+    (assigned,) = assign_targets_yolov5([corner], anchors, [16], [(4, 4)])  # centre (0.31, 0.31)
+    assert list(zip(assigned["col"].tolist(), assigned["row"].tolist())) == [(0, 0)]
+    far = {"boxes": torch.tensor([[54.0, 54.0, 64.0, 64.0]]), "labels": torch.tensor([0])}
+    (assigned,) = assign_targets_yolov5([far], anchors, [16], [(4, 4)])  # centre (3.69, 3.69)
+    assert list(zip(assigned["col"].tolist(), assigned["row"].tolist())) == [(3, 3)]
+    huge = {"boxes": torch.tensor([[2.0, 2.0, 66.0, 58.0]]), "labels": torch.tensor([1])}
+    two_scales = [[(16.0, 16.0)], [(4.0, 4.0)]]  # worst ratios 64 / 16 = 4 and 16: none fits
+    coarse, fine = assign_targets_yolov5([huge], two_scales, [16, 8], [(4, 4), (8, 8)])
+    assert len(fine["image"]) == 0 and coarse["anchor"].tolist() == [0, 0, 0]
+    cells = set(zip(coarse["col"].tolist(), coarse["row"].tolist()))
+    assert cells == {(2, 1), (1, 1), (2, 2)}  # centre (2.125, 1.875): left and lower neighbours
+    empty = assign_targets_yolov5([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}],
+                                  two_scales, [16, 8], [(4, 4), (8, 8)])  # fmt: skip
+    assert [len(a["image"]) for a in empty] == [0, 0]
+
+
+def test_yolov5_loss_hits_the_box_from_every_assigned_cell_and_sets_iou_objectness():
+    """With scale_x_y = 2, logits that put the centre on the box from each of its 3 cells give no
+    GIoU loss; with raw zeros (centre of each cell, anchor size) the objectness targets are the
+    IoUs of those boxes with the ground truth (hand-computed), or 1 with ``obj_target="one"``."""
+    import math
+
+    anchors = [[(16.0, 16.0)]]
+    target = {"boxes": torch.tensor([[20.0, 20.0, 36.0, 36.0]]), "labels": torch.tensor([0])}
+    # centre (28, 28) = cell (1.75, 1.75): cells (1, 1), (2, 1), (1, 2)
+    (assigned,) = assign_targets_yolov5([target], anchors, [16], [(4, 4)])
+    raw = torch.zeros(1, 6, 4, 4)  # 1 anchor x (5 + 1 class)
+    for col, row, offset in zip(assigned["col"], assigned["row"], assigned["offset"]):
+        sig = (offset + 0.5) / 2  # 2 sigmoid - 0.5 = offset
+        raw[0, :2, row, col] = torch.log(sig / (1 - sig))
+    config = LossConfig(box_loss="giou", assign="yolov5", obj_target="iou")
+    loss = yolo_loss([raw], [target], anchors, [16], 64, config, scale_xy=[2.0])
+    assert float(loss["loss_box"]) < 1e-5
+    with pytest.raises(ValueError, match="scale_x_y"):
+        yolo_loss([raw], [target], anchors, [16], 64, config)  # centres could not reach
+    # objectness: raw zeros except the objectness logit L everywhere; boxes at the cell centres
+    # (24, 24), (40, 24), (24, 40), 16 x 16: IoU 144 / 368 and twice 48 / 464 with the target
+    logit = 1.5
+    raw = torch.zeros(1, 6, 4, 4)
+    raw[0, 4] = logit
+    softplus = math.log1p(math.exp(logit))  # BCE with logits = softplus(L) - target x L
+    for obj_target, total in (("iou", 144 / 368 + 2 * 48 / 464), ("one", 3.0)):
+        config = LossConfig(box_loss="giou", assign="yolov5", obj_target=obj_target)
+        loss = yolo_loss([raw], [target], anchors, [16], 64, config, scale_xy=[2.0])
+        assert float(loss["loss_obj"]) == pytest.approx(16 * softplus - logit * total, rel=1e-5)
 
 
 def test_two_boxes_in_one_slot_get_a_multi_label_class_target():
