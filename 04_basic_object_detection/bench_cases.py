@@ -53,8 +53,9 @@ def case_realtime_fps() -> dict[str, Any]:
     calibrate_batchnorm(model, batch)  # random weights, but activations of a realistic size
     with tempfile.TemporaryDirectory() as folder:
         body = SSDBody(model).eval()
-        path = export_onnx(body, torch.rand(1, 3, 320, 320), Path(folder) / "body.onnx",
-                           input_names=["images"], output_names=["regressions", "logits"])  # fmt: skip
+        path = export_onnx(body.exportable(), torch.rand(1, 3, 320, 320),
+                           Path(folder) / "body.onnx", input_names=["images"],
+                           output_names=["regressions", "logits"])  # fmt: skip
         config = DecodeConfig.from_ssd(model)
         caffemodel = random_caffemodel(Path(folder) / "mobilenet_ssd.caffemodel")
         predictors = [

@@ -10,10 +10,17 @@ that is a few lines of numpy, written here once and used for every runtime::
         -> per class: score > threshold, top-k -> batched NMS (detseg.boxes) -> scale to the image
 
 A test proves :func:`postprocess` on the body's outputs equals torchvision's own ``SSD.forward``.
+
+What is exported is :meth:`SSDBody.exportable`: the same body with each convolution that sees a
+1 x 1 map (SSDlite320's last map, in both heads) replaced by the 1 x 1 convolution it equals there.
+OpenCV DNN 4.14 computes a depthwise 3 x 3 convolution with padding wrong on a map one pixel high
+or wide: it reads the next channels' pixels where the padding's zeros should be (see
+:func:`single_pixel_convs_as_1x1`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +42,9 @@ class SSDBody(nn.Module):
 
     def __init__(self, ssd: nn.Module) -> None:
         super().__init__()
-        self.backbone = ssd.backbone
+        self.backbone = ssd.backbone  # shared with ``ssd``: the body follows its training
         self.head = ssd.head
+        self.size = int(ssd.transform.fixed_size[0])
         self.register_buffer("mean", torch.tensor(ssd.transform.image_mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(ssd.transform.image_std).view(1, 3, 1, 1))
 
@@ -44,6 +52,78 @@ class SSDBody(nn.Module):
         features = list(self.backbone((images - self.mean) / self.std).values())
         outputs = self.head(features)
         return outputs["bbox_regression"], outputs["cls_logits"]
+
+    def exportable(self) -> SSDBody:
+        """A copy to export (eval mode), equal in PyTorch, that OpenCV DNN also runs right: every
+        convolution that sees a 1 x 1 map at ``size`` is the 1 x 1 convolution it equals there
+        (:func:`single_pixel_convs_as_1x1`; their names in ``.single_pixel_convs``)."""
+        body = copy.deepcopy(self).eval()
+        example = torch.zeros(1, 3, self.size, self.size)
+        body.single_pixel_convs = single_pixel_convs_as_1x1(body, example)
+        return body
+
+
+def single_pixel_convs_as_1x1(module: nn.Module, example: Tensor) -> list[str]:
+    """Replace, in place, each ``Conv2d`` that sees a 1 x 1 map in ``module(example)`` by the
+    1 x 1 convolution with its kernel's centre tap (same groups, bias, in and out channels).
+
+    A k x k convolution with "same" zero padding (``dilation * (k - 1) / 2`` per side, any stride)
+    on a single pixel multiplies that pixel by the centre tap only; the other taps see zeros. So
+    the module computes the same function at this input size, with smaller kernels.
+
+    Why: OpenCV DNN 4.14 (its depthwise kernel ``depthWiseBlockConv2D``) handles an output row that
+    needs padding both above and below (input height 1, 3 x 3 kernel) by dropping only the top
+    kernel row: the bottom row reads one plane further, the next channel's pixels, instead of the
+    padding's zeros; the left-border column does the same with width 1. On a [1, C, 1, 1] input its
+    channel c gets ``w11 x[c] + (w12 + w21) x[c + 1] + w22 x[c + 2]`` (tests/test_04_detectors.py).
+
+    Args:
+        module: run in eval mode on ``example`` (its modes are restored); changed in place.
+        example: an input of the size the module will be exported at, e.g. [1, 3, 320, 320].
+    Returns:
+        The names of the replaced convolutions (``module.get_submodule`` names).
+    """
+    sizes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(_conv: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> None:
+            sizes.setdefault(name, tuple(inputs[0].shape[-2:]))
+
+        return hook
+
+    hooks = [conv.register_forward_hook(record(name)) for name, conv in module.named_modules()
+             if isinstance(conv, nn.Conv2d)]  # fmt: skip
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, training in modes.items():
+            m.training = training
+    replaced = []
+    for name, size in sizes.items():
+        conv = module.get_submodule(name)
+        kernel = tuple(conv.kernel_size)
+        same = tuple(d * (k - 1) // 2 for k, d in zip(kernel, conv.dilation))
+        if size != (1, 1) or kernel == (1, 1) or conv.padding_mode != "zeros":
+            continue
+        if any(k % 2 == 0 for k in kernel) or tuple(conv.padding) != same:
+            continue
+        centre = conv.weight.detach()[:, :, kernel[0] // 2, kernel[1] // 2]  # [out, in / groups]
+        one_by_one = nn.Conv2d(conv.in_channels, conv.out_channels, 1, groups=conv.groups,
+                               bias=conv.bias is not None)  # fmt: skip
+        with torch.no_grad():
+            one_by_one.weight.copy_(centre[:, :, None, None])
+            if conv.bias is not None:
+                one_by_one.bias.copy_(conv.bias)
+        one_by_one.train(conv.training)
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent), child, one_by_one)
+        replaced.append(name)
+    return replaced
 
 
 @dataclass

@@ -57,11 +57,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def export_body(model: torch.nn.Module, path: Path) -> tuple[SSDBody, Path]:
-    """``SSDBody(model)`` traced on a fixed random image and written to ``path``."""
+    """``SSDBody(model).exportable()`` (1 x 1 maps' convolutions as 1 x 1 ones, for OpenCV DNN)
+    traced on a fixed random image and written to ``path``; returns the body as it is (eager
+    PyTorch, the reference the runtimes are compared with) and the path."""
     body = SSDBody(model).eval()
     size = int(model.transform.fixed_size[0])
     example = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    export_onnx(body, example, path, input_names=["images"],
+    export_onnx(body.exportable(), example, path, input_names=["images"],
                 output_names=["regressions", "logits"])  # fmt: skip
     return body, path
 

@@ -15,7 +15,7 @@ from detector_body import DecodeConfig, SSDBody, decode_boxes, postprocess, to_b
 from detector_runtime import body_predictor, haar_faces
 
 from detseg.errors import UserError
-from detseg.export import export_onnx, match_detections
+from detseg.export import export_onnx, match_detections, ort_session, run_opencv_dnn
 from detseg.pretrained import cache_path
 
 
@@ -78,7 +78,7 @@ def test_onnx_body_on_onnxruntime_and_opencv_matches_pytorch(tmp_path: Path) -> 
     model = lively_ssd(seed=2)
     body = SSDBody(model).eval()
     traced = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(0))
-    path = export_onnx(body, traced, tmp_path / "body.onnx", input_names=["images"],
+    path = export_onnx(body.exportable(), traced, tmp_path / "body.onnx", input_names=["images"],
                        output_names=["regressions", "logits"])  # fmt: skip
     config = DecodeConfig.from_ssd(model)
     classes = ["__background__", "a", "b", "c"]
@@ -99,6 +99,75 @@ def test_onnx_body_on_onnxruntime_and_opencv_matches_pytorch(tmp_path: Path) -> 
             match = match_detections(found["torch"], found[other])
             assert match["matched"] == match["count_a"] == match["count_b"]
             assert match["max_box_err"] < 1e-2 and match["max_score_err"] < 1e-4
+
+
+def _onnx_runs(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, output_names: list[str]
+) -> dict[str, list]:
+    """``module``'s outputs on ``example`` in PyTorch, ONNX Runtime and OpenCV DNN (exported to
+    ``path`` with a plain trace)."""
+    module = module.eval()
+    export_onnx(module, example, path, input_names=["images"], output_names=output_names)
+    with torch.no_grad():
+        eager = module(example)
+    eager = [t.numpy() for t in (eager if isinstance(eager, tuple) else (eager,))]
+    session = ort_session(path)
+    return {"torch": eager, "onnxruntime": session.run(None, {"images": example.numpy()}),
+            "opencv": [o.reshape(e.shape) for o, e in
+                       zip(run_opencv_dnn(path, example.numpy()), eager)]}  # fmt: skip
+
+
+def test_opencv_depthwise_conv_on_one_pixel_reads_the_next_channels(tmp_path: Path) -> None:
+    """Pins OpenCV DNN 4.14's bug behind the README's Limits: a depthwise 3 x 3 convolution with
+    padding 1 on a 1 x 1 map gives channel c ``w11 x[c] + (w12 + w21) x[c + 1] + w22 x[c + 2]``
+    (the taps that should meet the padding's zeros read the next planes). ONNX Runtime is right.
+    If this test fails, OpenCV changed: check whether ``SSDBody.exportable`` is still needed."""
+    torch.manual_seed(0)
+    channels = 8
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    x = torch.randn(1, channels, 1, 1)
+    runs = _onnx_runs(conv, x, tmp_path / "depthwise.onnx", ["out"])
+    w, v = conv.weight.detach().numpy()[:, 0], x.numpy().reshape(channels)  # [C, 3, 3], [C]
+    right = w[:, 1, 1] * v  # the centre tap: what PyTorch computes
+    np.testing.assert_allclose(runs["torch"][0].reshape(-1), right, atol=1e-6)
+    np.testing.assert_allclose(runs["onnxruntime"][0].reshape(-1), right, atol=1e-6)
+    c = np.arange(channels - 2)  # the last two channels read past the tensor: undefined values
+    opencv_bug = w[c, 1, 1] * v[c] + (w[c, 1, 2] + w[c, 2, 1]) * v[c + 1] + w[c, 2, 2] * v[c + 2]
+    opencv = runs["opencv"][0].reshape(-1)[c]
+    np.testing.assert_allclose(opencv, opencv_bug, atol=1e-5)
+    assert np.abs(opencv - right[c]).max() > 0.1  # wrong by the size of the outputs themselves
+
+
+def test_exportable_body_is_right_on_opencv_where_the_plain_body_is_not(tmp_path: Path) -> None:
+    """SSDlite320's last map is 1 x 1: the depthwise 3 x 3 convolution of both heads there hits
+    the bug above. ``exportable()`` swaps them for their centre taps; the raw outputs of all three
+    runtimes then agree to float precision, on BatchNorm statistics of real activations."""
+    from detection_zoo import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(build_ssdlite320(7, width_mult=0.5), torch.rand(8, 3, 320, 320))
+    body = SSDBody(model).eval()
+    exportable = body.exportable()
+    assert sorted(exportable.single_pixel_convs) == [
+        "head.classification_head.module_list.5.0.0",
+        "head.regression_head.module_list.5.0.0",
+    ]
+    assert model.head.regression_head.module_list[5][0][0].kernel_size == (3, 3)  # not touched
+    assert exportable.head.regression_head.module_list[5][0][0].kernel_size == (1, 1)
+    image = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(1))
+    names = ["regressions", "logits"]
+    plain = _onnx_runs(body, image, tmp_path / "plain.onnx", names)
+    fixed = _onnx_runs(exportable, image, tmp_path / "exportable.onnx", names)
+    scale = max(float(np.abs(a).max()) for a in plain["torch"])
+
+    def max_diff(runs: dict[str, list], runtime: str) -> float:
+        return max(float(np.abs(a - b).max()) for a, b in zip(plain["torch"], runs[runtime]))
+
+    assert max_diff(fixed, "torch") < 1e-6 * scale  # the same function in PyTorch
+    assert max_diff(plain, "onnxruntime") < 1e-4 * scale
+    assert max_diff(plain, "opencv") > 0.1 * scale  # the bug, on the last map's outputs
+    assert max_diff(fixed, "onnxruntime") < 1e-4 * scale
+    assert max_diff(fixed, "opencv") < 1e-4 * scale
 
 
 def test_to_body_input_layout() -> None:
