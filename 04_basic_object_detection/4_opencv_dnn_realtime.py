@@ -30,6 +30,7 @@
 
 # %%
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -73,10 +74,20 @@ print(config["model"], "trained on", config["data_source"])
 # ## Export the body and compare the raw outputs
 #
 # The traced input is a random image; we compare on real scenes that were not traced.
+#
+# One detail decides whether OpenCV gets the same numbers. SSDlite320's last feature map is
+# 1 x 1, and each head starts there with a depthwise 3 x 3 convolution padded by 1. On a single
+# pixel only the kernel's centre tap meets real data; the other eight meet the padding's zeros.
+# OpenCV DNN 4.14 gets this case wrong: its depthwise kernel reads the *next channels'* pixels
+# where the zeros should be (the folder's tests pin it). So we export `body.exportable()`, a copy
+# in which those two convolutions are the 1 x 1 convolutions they equal at this size (their centre
+# taps). Eager PyTorch keeps the original body: the comparison below checks the swap too.
 
 # %%
 body = SSDBody(model).eval()
-onnx_path = export_onnx(body, torch.rand(1, 3, 320, 320), OUT / "ssd_body.onnx",
+exportable = body.exportable()
+print("exported as 1 x 1 convolutions:", exportable.single_pixel_convs)
+onnx_path = export_onnx(exportable, torch.rand(1, 3, 320, 320), OUT / "ssd_body.onnx",
                         input_names=["images"], output_names=["regressions", "logits"])  # fmt: skip
 scenes = recipes.load("shapes", split="val", num_images=16 if SMOKE else 100)
 frames = [read_image(scenes.image_path(r)) for r in scenes.records[: 3 if SMOKE else 10]]
@@ -90,8 +101,7 @@ for frame in frames[:2]:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(eager, outputs))
         scale = max(float(np.abs(a).max()) for a in eager)
         print(f"{name:12s} max |diff| to PyTorch {diff:.2e} (largest output {scale:.1f})")
-        # OpenCV DNN 4.14 differs on bodies with real BatchNorm statistics: open (README, Limits)
-        assert diff < (1e-4 * scale + 1e-4 if name == "onnxruntime" else 5.0)
+        assert diff < 1e-4 * scale + 1e-4
 
 # %% [markdown]
 # ## Decoding once, for every runtime, equal to torchvision
@@ -128,8 +138,7 @@ for frame in frames[:2]:
         match = match_detections(found["torch"], found[other])
         print(f"{other:12s} {match['matched']} of PyTorch's {match['count_a']} detections "
               f"matched ({match['count_b']} found)")  # fmt: skip
-        if other == "onnxruntime":  # OpenCV DNN: open, see above
-            assert match["matched"] == match["count_a"] == match["count_b"], (other, match)
+        assert match["matched"] == match["count_a"] == match["count_b"], (other, match)
 
 # %% [markdown]
 # ## Frames per second on 320 px frames
@@ -176,7 +185,8 @@ import caffe_mobilenet_ssd as caffe_ssd
 if caffe_ssd.weights_path().is_file():
     caffemodel, published = caffe_ssd.weights_path(), True
 else:
-    print("offline: random weights (the published file goes to", caffe_ssd.weights_path(), ")")
+    where = str(caffe_ssd.weights_path()).replace(str(Path.home()), "~")  # the same on any machine
+    print(f"offline: random weights (the published file goes to {where})")
     caffemodel = caffe_ssd.random_caffemodel(OUT / "random.caffemodel", conf_bias={15: 4.0})
     published = False
 net = caffe_ssd.load_net(caffemodel)
@@ -210,7 +220,9 @@ print(f"MobileNet-SSD (Caffe, 300 px) on OpenCV DNN: {fps:.1f} FPS")
 #
 # - Export the part of a detector that is a fixed-size tensor program; keep the data-dependent part
 #   (decoding, NMS) in one small, tested function.
-# - The three runtimes agree to float precision, so their detections match one to one.
+# - The three runtimes agree to float precision, so their detections match one to one, once the
+#   export avoids the one case OpenCV DNN computes wrong (a padded depthwise convolution on a 1 x 1
+#   map): check every runtime against eager PyTorch, on more than the traced input.
 # - A Caffe model is a prototxt (the layers) plus a binary of named weight blobs; OpenCV runs both,
 #   including SSD's own `PriorBox` and `DetectionOutput` layers, which are a few lines of numpy.
 #
