@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from detseg.engine import load_checkpoint, supervised_step
+from detseg.engine import load_checkpoint, loop, supervised_step
 from detseg.engine.budget import train_within_budget
 
 torch.set_num_threads(1)
 
 
-def _run(output_dir, budget_s, resume=False):
+def _run(output_dir, budget_s, resume=False, **kwargs):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(16, 3, generator=generator)
@@ -32,9 +34,9 @@ def _run(output_dir, budget_s, resume=False):
         resume=resume,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
         device="cpu",
-        progress=False,
         step_fn=step,
         output_dir=output_dir,
+        **{"progress": False, **kwargs},
     )
     return result, len(steps)
 
@@ -58,3 +60,22 @@ def test_a_spent_budget_stops_after_one_epoch_and_resume_finishes_exactly(tmp_pa
     reference = load_checkpoint(tmp_path / "full" / "last.pt")
     for name, tensor in reference["model"].items():
         assert torch.equal(tensor, last["model"][name]), name
+
+
+def test_progress_lines_count_the_whole_schedule(tmp_path, monkeypatch):
+    """One engine call per epoch must still print ``epoch k/3``, not ``epoch k/k``."""
+    monkeypatch.setattr(loop, "LOG_EVERY_STEPS", 2)
+    log = io.StringIO()  # not a terminal: the loop prints plain step lines and epoch lines
+    monkeypatch.setattr("sys.stderr", log)
+    _run(tmp_path, budget_s=1e9, progress=True)
+
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("epoch ")]
+    assert [line.split(" | ")[0].split(" loss ")[0] for line in lines] == [
+        "epoch 1/3 step 2/4",
+        "epoch 1/3",
+        "epoch 2/3 step 2/4",
+        "epoch 2/3",
+        "epoch 3/3 step 2/4",
+        "epoch 3/3",
+    ]
+    assert (tmp_path / "training_curves.png").exists()

@@ -26,9 +26,10 @@ def train_within_budget(
     resume: bool | str | Path = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Call :func:`detseg.engine.train` once per epoch (``epochs=1, 2, ...``, resuming from
-    ``<output_dir>/last.pt``) until the next epoch would end past ``budget_s`` seconds, estimated at
-    the mean epoch time so far, evaluation included.
+    """Call :func:`detseg.engine.train` once per epoch (``stop_after_epoch=1, 2, ...`` of the
+    ``epochs``-epoch run, so progress lines read ``epoch k/epochs``; resuming from
+    ``<output_dir>/last.pt``) until the next epoch would end past ``budget_s`` seconds, estimated
+    at the mean epoch time so far, evaluation included.
 
     Args:
         model, loader, kwargs: as for :func:`detseg.engine.train` (``output_dir`` required).
@@ -46,7 +47,14 @@ def train_within_budget(
     result: dict[str, Any] = {}
     for epoch in range(done + 1, epochs + 1):
         first = epoch == done + 1
-        result = train(model, loader, epochs=epoch, resume=resume if first else True, **kwargs)
+        result = train(
+            model,
+            loader,
+            epochs=epochs,
+            stop_after_epoch=epoch,
+            resume=resume if first else True,
+            **kwargs,
+        )
         elapsed = time.perf_counter() - start
         if epoch < epochs and elapsed + elapsed / (epoch - done) > budget_s:
             print(

@@ -87,6 +87,7 @@ def train(
     print_freq: int = 10,
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
+    stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``epochs`` epochs, checkpointing every epoch into ``output_dir``.
 
@@ -120,6 +121,9 @@ def train(
         print_freq: refresh the progress bar's numbers every this many steps.
         progress: show the bar at all (rank 0 only in any case).
         max_steps_per_epoch: stop each epoch after this many steps (``--dry-run`` uses 1).
+        stop_after_epoch: end this call after this epoch (1..``epochs``) of the ``epochs``-epoch
+            run; progress lines still say ``epoch k/epochs``. :mod:`detseg.engine.budget` trains one
+            epoch per call this way.
     Returns:
         ``{"history": [per-epoch dicts], "final": flat numbers of the last epoch, "best": {"metric",
         "mode", "value", "epoch"} or None, "output_dir": str}``; the same content as ``metrics.json``.
@@ -129,6 +133,8 @@ def train(
     """
     if epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {epochs}", fix="pass a positive number")
+    if stop_after_epoch is not None and not 1 <= stop_after_epoch <= epochs:
+        raise ValueError(f"stop_after_epoch must be in 1..{epochs}, got {stop_after_epoch}")
     if best_mode not in ("max", "min"):
         raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     if lr_scheduler_interval not in ("epoch", "step"):
@@ -160,6 +166,7 @@ def train(
         print_freq=max(1, print_freq),
         progress=progress,
         max_steps=max_steps_per_epoch,
+        last_epoch=stop_after_epoch or epochs,
     )
     finished = False
     try:
@@ -194,6 +201,7 @@ class _Run:
     print_freq: int
     progress: bool
     max_steps: int | None
+    last_epoch: int  # the last epoch of this call: ``epochs``, or fewer (``stop_after_epoch``)
     info: ddp.DistInfo = field(default_factory=ddp.dist_info)
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -213,7 +221,7 @@ class _Run:
             set_rng_state(saved_rng)
         last_plot = time.monotonic()
         try:
-            for epoch in range(start + 1, self.epochs + 1):
+            for epoch in range(start + 1, self.last_epoch + 1):
                 ddp.set_loader_epoch(self.loader, epoch)
                 entry = self._train_epoch(train_model, epoch)
                 if self.evaluate_fn is not None:
@@ -236,7 +244,7 @@ class _Run:
                         self.output_dir / "metrics.json", json.dumps(summary, indent=1)
                     )
                     tracker_.log_epoch(self.history)
-                    if epoch == self.epochs or time.monotonic() - last_plot > CURVES_EVERY_S:
+                    if epoch == self.last_epoch or time.monotonic() - last_plot > CURVES_EVERY_S:
                         write_training_curves(self.history, self.output_dir)
                         last_plot = time.monotonic()
                     tqdm.write(epoch_line(entry, self.epochs), file=sys.stderr)
