@@ -38,6 +38,7 @@
 
 # %%
 import time
+from pathlib import Path
 
 import bbox_data
 import bbox_fit
@@ -153,7 +154,7 @@ try:
     bbox_models.vgg16_weights_path()
     print("VGG16 ImageNet weights available (train_bbox.py --backbone vgg16 uses them)")
 except UserError as err:
-    print(f"offline: {err.message()}")
+    print("offline:", err.message().replace(str(Path.home()), "~"))  # home folder as ~
 
 backbone, pretrain = bbox_training.pretrain_small_backbone(
     splits_all, image_size=128, epochs=PRETRAIN_EPOCHS, batch_size=32, lr=3e-3, seed=0,
@@ -204,8 +205,11 @@ result = bbox_fit.fit_regressor(
     pretrain={"epochs": PRETRAIN_EPOCHS, "batch_size": 32, "lr": 3e-3,
               "cache_dir": settings.runs_root() / "07_bbox_regression_tensorflow" / "pretrained",
               "train_splits": splits_all},
-    box_loss="l1+giou", flip=True, lr_schedule="cosine", patience=15, verbose=0 if SMOKE else 2,
+    box_loss="l1+giou", flip=True, lr_schedule="cosine", patience=15, verbose=0,
 )  # fmt: skip
+for row in result["history"][4::5]:  # every 5th epoch (the script prints each one)
+    print(f"epoch {row['epoch']:3d}: loss {row['loss']:.3f}, val loss {row['val_loss']:.3f}, "
+          f"val IoU {row['val_bbox_iou']:.3f}, {row['epoch_time_s']:.1f} s")
 print(bbox_fit.describe(result))
 print(f"{result['seconds_per_epoch']:.1f} s per epoch, {result['train_seconds']:.0f} s in all")
 

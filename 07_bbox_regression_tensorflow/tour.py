@@ -1,7 +1,7 @@
 """``detseg tour`` step of this folder: 07b (box + class heads in Keras) end to end, quickly.
 
 Pretrains the small backbone on the classification task (or reuses the cached one), trains the two
-heads for 15 epochs (on cached features) on 900 built-in images (300 per class), evaluates the held-out 180, draws the
+heads for 12 epochs (on cached features) on 600 built-in images (200 per class), evaluates the held-out 120, draws the
 predicted vs true boxes, exports to .keras / SavedModel / ONNX and checks each against Keras. Seconds
 in smoke mode.
 """
@@ -31,9 +31,9 @@ def run(out_dir: Path) -> dict[str, Any]:
 
     smoke = settings.smoke_mode()
     argv = ["--backbone", "small", "--output-dir", str(out_dir / "run"), "--seed", "0"]
-    argv += ["--epochs", "1" if smoke else "15", "--pretrain-epochs", "1" if smoke else "3"]
+    argv += ["--epochs", "1" if smoke else "12", "--pretrain-epochs", "1" if smoke else "2"]
     if not smoke:
-        argv += ["--num-images", "900"]
+        argv += ["--num-images", "600"]
     result = bbox_cli.main("multi", argv)
     weights = out_dir / "run" / "best.keras"
     shown = load_script(FOLDER, "predict").main(
