@@ -208,8 +208,10 @@ result = bbox_fit.fit_regressor(
     box_loss="l1+giou", flip=True, lr_schedule="cosine", patience=15, verbose=0,
 )  # fmt: skip
 for row in result["history"][4::5]:  # every 5th epoch (the script prints each one)
-    print(f"epoch {row['epoch']:3d}: loss {row['loss']:.3f}, val loss {row['val_loss']:.3f}, "
-          f"val IoU {row['val_bbox_iou']:.3f}, {row['epoch_time_s']:.1f} s")
+    print(
+        f"epoch {row['epoch']:3d}: loss {row['loss']:.3f}, val loss {row['val_loss']:.3f}, "
+        f"val IoU {row['val_bbox_iou']:.3f}, {row['epoch_time_s']:.1f} s"
+    )
 print(bbox_fit.describe(result))
 print(f"{result['seconds_per_epoch']:.1f} s per epoch, {result['train_seconds']:.0f} s in all")
 
