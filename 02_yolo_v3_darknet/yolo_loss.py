@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detseg.boxes import box_convert, box_iou
+from detseg.boxes import box_convert, box_iou, neighbour_cells
 from detseg.yolo_decode import decode_output, split_raw
 
 
@@ -174,28 +174,10 @@ def assign_targets_yolov5(
             scale_fits[best[here] - first, here.nonzero(as_tuple=True)[0]] = True
             first += len(scale_fits)
     out = []
-    # centre cell, then left, up, right, down neighbours (in cells)
-    shifts = torch.tensor([[0.0, 0.0], [-0.5, 0.0], [0.0, -0.5], [0.5, 0.0], [0.0, 0.5]])
     for scale_fits, stride, (height, width) in zip(fits, strides, grid_sizes):
         anchor_index, box_index = scale_fits.nonzero(as_tuple=True)  # [K]
         xy = cxcywh[box_index, :2] / stride  # [K, 2] centre in cells (x, y)
-        far = torch.tensor([width, height], dtype=xy.dtype) - xy
-        near_low = (xy % 1 < 0.5) & (xy > 1)  # the cell left of / above is nearer, and exists
-        near_high = (far % 1 < 0.5) & (far > 1)  # the cell right of / below
-        use = torch.stack(
-            [
-                torch.ones_like(near_low[:, 0]),
-                near_low[:, 0],
-                near_low[:, 1],
-                near_high[:, 0],
-                near_high[:, 1],
-            ]
-        )  # fmt: skip  [5, K]
-        pick = use.nonzero(as_tuple=True)  # (which shift, which k)
-        k = pick[1]
-        cell = (xy[k] + shifts[pick[0]]).floor().long()  # [P, 2]
-        col = cell[:, 0].clamp(0, width - 1)
-        row = cell[:, 1].clamp(0, height - 1)
+        k, col, row = neighbour_cells(xy, (height, width))  # centre cell + 2 nearest neighbours
         assigned = {
             "image": image_of[box_index[k]],
             "anchor": anchor_index[k],

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detseg.boxes import box_convert, box_iou
+from detseg.boxes import box_convert, box_iou, neighbour_cells
 
 # hyp.scratch.tiny.yaml / hyp.scratch.p5.yaml gains (before the scaling in ``LossConfig.scaled``)
 GAINS = {
@@ -149,24 +149,7 @@ def find_candidates(
     ratio = sizes[None] / anchor_grid[:, None]  # [A, M, 2]
     fits = torch.maximum(ratio, 1 / ratio).max(dim=2).values < anchor_t  # [A, M]
     anchor_index, target_index = fits.nonzero(as_tuple=True)
-    xy = centres[target_index]  # [K, 2]
-    inverse = torch.tensor([width, height], device=device, dtype=xy.dtype) - xy
-    left_up = (xy % 1 < offset) & (xy > 1)  # [K, 2]: the cell left of / above is nearer
-    right_down = (inverse % 1 < offset) & (inverse > 1)
-    shifts = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device) * offset
-    use = torch.stack(
-        [
-            torch.ones_like(left_up[:, 0]),
-            left_up[:, 0],
-            left_up[:, 1],
-            right_down[:, 0],
-            right_down[:, 1],
-        ]
-    )  # [5, K]
-    k_index = torch.arange(len(xy), device=device).expand(5, -1)[use]
-    cell = (xy[None] - shifts[:, None]).expand(5, -1, -1)[use].long()  # [K', 2]
-    col = cell[:, 0].clamp(0, width - 1)
-    row = cell[:, 1].clamp(0, height - 1)
+    k_index, col, row = neighbour_cells(centres[target_index], (height, width), offset)
     a = anchor_index[k_index]
     t = target_index[k_index]
     return Candidates(targets[t, 0].long(), a, row, col, t, anchor_grid[a])

@@ -386,3 +386,34 @@ def test_nms_on_bfloat16_tensors_equals_float32():
     # bfloat16 holds these small integers and quarters exactly; numpy has no bfloat16
     kept = B.nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
     assert isinstance(kept, torch.Tensor) and torch.equal(kept, expected)
+
+
+def test_neighbour_cells_by_hand():
+    torch = pytest.importorskip("torch")
+    # 4 x 4 grid. (1.2, 2.7): left (x past 1, 0.2 from its left side) and down (1.3 cells before the
+    # bottom edge, 0.3 from it); (0.3, 0.4): its near neighbours would be outside; (2.7, 1.2): up, right
+    centres = torch.tensor([[1.2, 2.7], [0.3, 0.4], [2.7, 1.2]])
+    k, col, row = B.neighbour_cells(centres, (4, 4))
+    assert k.tolist() == [0, 1, 2, 0, 2, 2, 0]  # centre cells, then left, up, right, down
+    assert col.tolist() == [1, 0, 2, 0, 2, 3, 1]
+    assert row.tolist() == [2, 0, 1, 2, 0, 1, 3]
+    # offset 1: every neighbour that is inside the grid (5 cells here)
+    k, col, row = B.neighbour_cells(centres[:1], (4, 4), offset=1.0)
+    assert list(zip(col.tolist(), row.tolist())) == [(1, 2), (0, 2), (1, 1), (2, 2), (1, 3)]
+
+
+def test_neighbour_cells_are_the_nearer_side_inside_the_grid():
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    height, width = 5, 7
+    centres = torch.rand(400, 2, generator=generator) * torch.tensor([width, height])
+    k, col, row = B.neighbour_cells(centres, (height, width))
+    own = centres[k].floor().long()
+    step = torch.stack([col, row], 1) - own
+    assert (step.abs().sum(1) <= 1).all()  # the own cell or one step along one axis
+    assert ((col >= 0) & (col < width) & (row >= 0) & (row < height)).all()
+    frac = centres[k] - centres[k].floor()
+    moved = step != 0
+    assert (frac[moved & (step < 0)] < 0.5).all() and (frac[moved & (step > 0)] > 0.5).all()
+    counts = torch.bincount(k, minlength=len(centres))
+    assert counts.min() >= 1 and counts.max() <= 3  # own cell + at most one per axis

@@ -409,3 +409,34 @@ def _greedy_nms(
     if not kept_blocks:
         return np.zeros(0, dtype=np.int64)
     return order[np.concatenate(kept_blocks)].astype(np.int64)
+
+
+def neighbour_cells(centres: Any, grid_size: tuple[int, int], offset: float = 0.5) -> tuple:
+    """The grid cells that predict an object in YOLOv5 / YOLOv7's assignment: the cell holding its
+    centre, plus, on each axis, the neighbour cell whose side the centre is within ``offset`` of
+    (``offset`` 0.5: the nearer neighbour, so 3 cells in all), when that neighbour is in the grid.
+
+    As the authors' code, a neighbour on the left / top is used when the centre is past 1 cell
+    (``x > 1``), on the right / bottom when it is more than 1 cell before the far edge.
+
+    Args:
+        centres: tensor [K, 2] of object centres ``(x, y)`` in cells (pixels / stride).
+        grid_size: ``(H, W)`` of the map.
+        offset: how near a side must be for its neighbour to count.
+    Returns:
+        ``(k, col, row)``: int64 tensors [P]: which centre, and the cell; the centre cells of all
+        objects first, then the left, top, right and bottom neighbours, each in the order of ``k``.
+    """
+    import torch
+
+    height, width = grid_size
+    far = torch.tensor([width, height], device=centres.device, dtype=centres.dtype) - centres
+    low = (centres % 1 < offset) & (centres > 1)  # [K, 2]: the cell left of / above counts
+    high = (far % 1 < offset) & (far > 1)  # the cell right of / below
+    use = torch.stack([torch.ones_like(low[:, 0]), low[:, 0], low[:, 1], high[:, 0], high[:, 1]])
+    shifts = torch.tensor(
+        [[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=centres.device, dtype=centres.dtype
+    )
+    which, k = use.nonzero(as_tuple=True)  # by shift, then by centre
+    cell = (centres[k] - shifts[which] * offset).floor().long()
+    return k, cell[:, 0].clamp(0, width - 1), cell[:, 1].clamp(0, height - 1)
