@@ -15,7 +15,7 @@ What is exported is :meth:`SSDBody.exportable`: the same body with each convolut
 1 x 1 map (SSDlite320's last map, in both heads) replaced by the 1 x 1 convolution it equals there.
 OpenCV DNN 4.14 computes a depthwise 3 x 3 convolution with padding wrong on a map one pixel high
 or wide: it reads the next channels' pixels where the padding's zeros should be (see
-:func:`single_pixel_convs_as_1x1`).
+:func:`detseg.export.single_pixel_convs_as_1x1`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from detseg.boxes import batched_nms
+from detseg.export import single_pixel_convs_as_1x1
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # torchvision's clamp on the predicted log-scales
 
@@ -61,69 +62,6 @@ class SSDBody(nn.Module):
         example = torch.zeros(1, 3, self.size, self.size)
         body.single_pixel_convs = single_pixel_convs_as_1x1(body, example)
         return body
-
-
-def single_pixel_convs_as_1x1(module: nn.Module, example: Tensor) -> list[str]:
-    """Replace, in place, each ``Conv2d`` that sees a 1 x 1 map in ``module(example)`` by the
-    1 x 1 convolution with its kernel's centre tap (same groups, bias, in and out channels).
-
-    A k x k convolution with "same" zero padding (``dilation * (k - 1) / 2`` per side, any stride)
-    on a single pixel multiplies that pixel by the centre tap only; the other taps see zeros. So
-    the module computes the same function at this input size, with smaller kernels.
-
-    Why: OpenCV DNN 4.14 (its depthwise kernel ``depthWiseBlockConv2D``) handles an output row that
-    needs padding both above and below (input height 1, 3 x 3 kernel) by dropping only the top
-    kernel row: the bottom row reads one plane further, the next channel's pixels, instead of the
-    padding's zeros; the left-border column does the same with width 1. On a [1, C, 1, 1] input its
-    channel c gets ``w11 x[c] + (w12 + w21) x[c + 1] + w22 x[c + 2]`` (tests/test_04_detectors.py).
-
-    Args:
-        module: run in eval mode on ``example`` (its modes are restored); changed in place.
-        example: an input of the size the module will be exported at, e.g. [1, 3, 320, 320].
-    Returns:
-        The names of the replaced convolutions (``module.get_submodule`` names).
-    """
-    sizes: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str) -> Any:
-        def hook(_conv: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> None:
-            sizes.setdefault(name, tuple(inputs[0].shape[-2:]))
-
-        return hook
-
-    hooks = [conv.register_forward_hook(record(name)) for name, conv in module.named_modules()
-             if isinstance(conv, nn.Conv2d)]  # fmt: skip
-    modes = {m: m.training for m in module.modules()}
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for m, training in modes.items():
-            m.training = training
-    replaced = []
-    for name, size in sizes.items():
-        conv = module.get_submodule(name)
-        kernel = tuple(conv.kernel_size)
-        same = tuple(d * (k - 1) // 2 for k, d in zip(kernel, conv.dilation))
-        if size != (1, 1) or kernel == (1, 1) or conv.padding_mode != "zeros":
-            continue
-        if any(k % 2 == 0 for k in kernel) or tuple(conv.padding) != same:
-            continue
-        centre = conv.weight.detach()[:, :, kernel[0] // 2, kernel[1] // 2]  # [out, in / groups]
-        one_by_one = nn.Conv2d(conv.in_channels, conv.out_channels, 1, groups=conv.groups,
-                               bias=conv.bias is not None)  # fmt: skip
-        with torch.no_grad():
-            one_by_one.weight.copy_(centre[:, :, None, None])
-            if conv.bias is not None:
-                one_by_one.bias.copy_(conv.bias)
-        one_by_one.train(conv.training)
-        parent, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent), child, one_by_one)
-        replaced.append(name)
-    return replaced
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from detseg.export import (  # noqa: E402
     ort_run,
     ort_session,
     run_opencv_dnn,
+    single_pixel_convs_as_1x1,
     time_inference,
 )
 
@@ -179,20 +181,62 @@ def test_small_cnn_onnxruntime_and_opencv_match_eager(tmp_path: Path):
         ort_run(session, (images, images))
 
 
-@pytest.mark.xfail(
-    reason="OpenCV DNN 4.14 computes a padded 3x3 depthwise conv on a 1x1 map wrongly (diff ~0.6); "
-    "it hits SSDlite's last head level. When this passes (strict: the suite then fails), drop the "
-    "[:-6] in the SSDlite test and this test.",
-    strict=True,
-)
-def test_opencv_depthwise_conv_on_1x1_input(tmp_path: Path):
+def test_opencv_depthwise_conv_on_one_pixel_reads_the_next_channels(tmp_path: Path):
+    """Pins OpenCV DNN 4.14's bug: a depthwise 3 x 3 convolution with padding 1 on a 1 x 1 map
+    gives channel c ``w11 x[c] + (w12 + w21) x[c + 1] + w22 x[c + 2]`` (the taps that should meet
+    the padding's zeros read the next planes). ONNX Runtime is right. If this test fails, OpenCV
+    changed: check whether :func:`single_pixel_convs_as_1x1` is still needed."""
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).eval()
-    features = torch.randn(1, 8, 1, 1)
-    path = export_onnx(conv, features, tmp_path / "dw.onnx", input_names=["x"], output_names=["y"])
+    channels = 8
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False).eval()
+    x = torch.randn(1, channels, 1, 1)
+    path = export_onnx(conv, x, tmp_path / "dw.onnx", input_names=["x"], output_names=["y"])
+    w, v = conv.weight.detach().numpy()[:, 0], x.numpy().reshape(channels)  # [C, 3, 3], [C]
+    right = w[:, 1, 1] * v  # the centre tap: what PyTorch computes
     with torch.no_grad():
-        expected = conv(features).numpy()
-    np.testing.assert_allclose(run_opencv_dnn(path, features.numpy())[0], expected, atol=1e-4)
+        np.testing.assert_allclose(conv(x).numpy().reshape(-1), right, atol=1e-6)
+    np.testing.assert_allclose(ort_run(ort_session(path), x)[0].reshape(-1), right, atol=1e-6)
+    c = np.arange(channels - 2)  # the last two channels read past the tensor: undefined values
+    opencv_bug = w[c, 1, 1] * v[c] + (w[c, 1, 2] + w[c, 2, 1]) * v[c + 1] + w[c, 2, 2] * v[c + 2]
+    opencv = run_opencv_dnn(path, x.numpy())[0].reshape(-1)[c]
+    np.testing.assert_allclose(opencv, opencv_bug, atol=1e-5)
+    assert np.abs(opencv - right[c]).max() > 0.1  # wrong by the size of the outputs themselves
+
+
+class _ShrinkingNet(torch.nn.Module):
+    """8 x 8 -> 2 x 2 -> 1 x 1 maps, with convolutions that must and must not be replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = torch.nn.Conv2d(3, 6, 4, stride=4)  # 8 x 8 -> 2 x 2
+        self.on_2x2 = torch.nn.Conv2d(6, 6, 3, padding=1, groups=3)  # sees 2 x 2: kept
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.depthwise = torch.nn.Conv2d(6, 6, 3, padding=1, groups=6)  # sees 1 x 1: replaced
+        self.dilated = torch.nn.Conv2d(6, 4, 3, padding=2, dilation=2, bias=False)  # replaced
+        self.over_padded = torch.nn.Conv2d(4, 4, 3, padding=2)  # sees 1 x 1, not "same": kept
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dilated(self.depthwise(self.pool(self.on_2x2(self.down(x)))))  # [B, 4, 1, 1]
+        return torch.cat([y.flatten(1), self.over_padded(y).flatten(1)], 1)  # 4 + 4 x 3 x 3
+
+
+def test_single_pixel_convs_as_1x1_replaces_exactly_the_same_padded_convs_on_1x1_maps():
+    torch.manual_seed(0)
+    net = _ShrinkingNet().train()
+    x = torch.randn(2, 3, 8, 8)
+    changed = copy.deepcopy(net)
+    replaced = single_pixel_convs_as_1x1(changed, x[:1])
+    assert replaced == ["depthwise", "dilated"]
+    assert changed.training and all(m.training for m in changed.modules())  # modes restored
+    for name in replaced:
+        old, new = net.get_submodule(name), changed.get_submodule(name)
+        assert new.kernel_size == (1, 1) and new.padding == (0, 0) and new.groups == old.groups
+        torch.testing.assert_close(new.weight[:, :, 0, 0], old.weight[:, :, 1, 1])
+    assert changed.dilated.bias is None and changed.depthwise.bias is not None
+    for name in ("down", "on_2x2", "over_padded"):
+        assert changed.get_submodule(name).kernel_size == net.get_submodule(name).kernel_size
+    with torch.no_grad():
+        torch.testing.assert_close(changed(x), net(x), rtol=0, atol=1e-6)  # the same function
 
 
 def test_check_parity_detects_a_different_model(tmp_path: Path):
@@ -251,6 +295,15 @@ def ssdlite(tmp_path_factory):
         input_names=["images"], output_names=["cls_logits", "bbox_regression"],
         dynamic_axes={"images": {0: "batch"}},
     )  # fmt: skip
+    raw_1x1 = copy.deepcopy(raw).eval()
+    assert sorted(single_pixel_convs_as_1x1(raw_1x1, torch.rand(1, 3, 320, 320))) == [
+        "head.classification_head.module_list.5.0.0",
+        "head.regression_head.module_list.5.0.0",
+    ]
+    head_1x1_path = export_onnx(
+        raw_1x1, torch.rand(1, 3, 320, 320), folder / "ssd_head_1x1.onnx",
+        input_names=["images"], output_names=["cls_logits", "bbox_regression"],
+    )  # fmt: skip
     image = torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(3))
     full_path = export_onnx(
         detector, ([image],), folder / "ssd_full.onnx",
@@ -258,7 +311,8 @@ def ssdlite(tmp_path_factory):
         dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "n"}, "scores": {0: "n"},
                       "labels": {0: "n"}},
     )  # fmt: skip
-    return {"detector": detector, "raw": raw, "head": head_path, "full": full_path, "image": image}
+    return {"detector": detector, "raw": raw, "head": head_path, "head_1x1": head_1x1_path,
+            "full": full_path, "image": image}  # fmt: skip
 
 
 def test_ssdlite_raw_head_outputs_match(ssdlite):
@@ -270,14 +324,16 @@ def test_ssdlite_raw_head_outputs_match(ssdlite):
     assert cls_logits.std() > 0.1 and bbox_regression.std() > 0.1, "activations must be alive"
     # float32 rounding grows with activation size: ~3e-5 absolute here for outputs up to ~3.
     assert check_parity(raw, session, images) < 1e-4
-    # OpenCV DNN runs the raw head too, outputs in the file's order (OpenCV lists them reversed).
-    # Its last 6 anchors (the 1x1 feature map) are wrong: see the depthwise 1x1 test below.
-    opencv = run_opencv_dnn(ssdlite["head"], images[:1].numpy())
+    # OpenCV DNN runs the raw head too, outputs in the file's order (OpenCV lists them reversed),
+    # once the heads' convolutions on the 1 x 1 last map are 1 x 1 ones (OpenCV's depthwise bug).
+    opencv = run_opencv_dnn(ssdlite["head_1x1"], images[:1].numpy())
     assert [o.shape for o in opencv] == [(1, 3234, 3), (1, 3234, 4)]
-    np.testing.assert_allclose(opencv[0][:, :-6], cls_logits[:1, :-6].numpy(), atol=1e-4, rtol=0)
-    np.testing.assert_allclose(
-        opencv[1][:, :-6], bbox_regression[:1, :-6].numpy(), atol=1e-4, rtol=0
-    )
+    np.testing.assert_allclose(opencv[0], cls_logits[:1].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(opencv[1], bbox_regression[:1].numpy(), atol=1e-4, rtol=0)
+    # Without that, its last 6 anchors (the 1 x 1 map) are wrong.
+    plain = run_opencv_dnn(ssdlite["head"], images[:1].numpy())
+    np.testing.assert_allclose(plain[0][:, :-6], cls_logits[:1, :-6].numpy(), atol=1e-4, rtol=0)
+    assert np.abs(plain[0][:, -6:] - cls_logits[:1, -6:].numpy()).max() > 1e-2
     # The full detector (dynamic shapes, NMS) is beyond OpenCV DNN: a clear error, not a crash.
     with pytest.raises(UserError, match="OpenCV DNN cannot read this model .*Shape"):
         run_opencv_dnn(ssdlite["full"], images[:1].numpy())

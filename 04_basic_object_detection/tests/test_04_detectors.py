@@ -117,30 +117,9 @@ def _onnx_runs(
                        zip(run_opencv_dnn(path, example.numpy()), eager)]}  # fmt: skip
 
 
-def test_opencv_depthwise_conv_on_one_pixel_reads_the_next_channels(tmp_path: Path) -> None:
-    """Pins OpenCV DNN 4.14's bug behind the README's Limits: a depthwise 3 x 3 convolution with
-    padding 1 on a 1 x 1 map gives channel c ``w11 x[c] + (w12 + w21) x[c + 1] + w22 x[c + 2]``
-    (the taps that should meet the padding's zeros read the next planes). ONNX Runtime is right.
-    If this test fails, OpenCV changed: check whether ``SSDBody.exportable`` is still needed."""
-    torch.manual_seed(0)
-    channels = 8
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
-    x = torch.randn(1, channels, 1, 1)
-    runs = _onnx_runs(conv, x, tmp_path / "depthwise.onnx", ["out"])
-    w, v = conv.weight.detach().numpy()[:, 0], x.numpy().reshape(channels)  # [C, 3, 3], [C]
-    right = w[:, 1, 1] * v  # the centre tap: what PyTorch computes
-    np.testing.assert_allclose(runs["torch"][0].reshape(-1), right, atol=1e-6)
-    np.testing.assert_allclose(runs["onnxruntime"][0].reshape(-1), right, atol=1e-6)
-    c = np.arange(channels - 2)  # the last two channels read past the tensor: undefined values
-    opencv_bug = w[c, 1, 1] * v[c] + (w[c, 1, 2] + w[c, 2, 1]) * v[c + 1] + w[c, 2, 2] * v[c + 2]
-    opencv = runs["opencv"][0].reshape(-1)[c]
-    np.testing.assert_allclose(opencv, opencv_bug, atol=1e-5)
-    assert np.abs(opencv - right[c]).max() > 0.1  # wrong by the size of the outputs themselves
-
-
 def test_exportable_body_is_right_on_opencv_where_the_plain_body_is_not(tmp_path: Path) -> None:
     """SSDlite320's last map is 1 x 1: the depthwise 3 x 3 convolution of both heads there hits
-    the bug above. ``exportable()`` swaps them for their centre taps; the raw outputs of all three
+    OpenCV DNN's bug pinned in tests/test_export.py. ``exportable()`` swaps them for their centre taps; the raw outputs of all three
     runtimes then agree to float precision, on BatchNorm statistics of real activations."""
     from detection_zoo import calibrate_batchnorm
 
