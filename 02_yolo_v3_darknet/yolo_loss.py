@@ -33,7 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detseg.boxes import box_convert, box_iou, neighbour_cells
+from detseg.boxes import (
+    box_convert,
+    box_iou,
+    neighbour_cells,
+    paired_box_iou,
+    paired_generalized_box_iou,
+)
 from detseg.yolo_decode import decode_output, split_raw
 
 
@@ -218,21 +224,6 @@ def class_targets(pred: Tensor, idx: Sequence[Tensor], labels: Tensor) -> tuple[
     return logits, targets
 
 
-def _giou_pairs(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Elementwise (IoU, GIoU) of two [P, 4] xyxy sets."""
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(dim=1)
-    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(dim=1)
-    union = area1 + area2 - inter
-    hull = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).prod(
-        dim=1
-    )
-    iou = inter / union.clamp(min=1e-9)
-    return iou, iou - (hull - union) / hull.clamp(min=1e-9)
-
-
 def yolo_loss(
     raws: Sequence[Tensor],
     targets: Sequence[dict[str, Any]],
@@ -302,7 +293,8 @@ def yolo_loss(
             xy = (scale * selected[:, :2].sigmoid() - (scale - 1) / 2 + cell) * stride
             wh = selected[:, 2:4].clamp(max=8).exp() * anchor_wh
             pbox = box_convert(torch.cat([xy, wh], 1), "cxcywh", "xyxy")
-            iou, giou = _giou_pairs(pbox, box)
+            iou = paired_box_iou(pbox, box, eps=1e-9)
+            giou = paired_generalized_box_iou(pbox, box, eps=1e-9)
             if config.box_loss == "giou":
                 loss_box = loss_box + (1 - giou).sum()
             else:

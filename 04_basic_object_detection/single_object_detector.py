@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from detseg.boxes import paired_box_iou as paired_iou  # IoU of a[i] with b[i]: [N, 4] x 2 -> [N]
 from detseg.data.imageio import read_image
 from detseg.data.types import DetectionDataset
 
@@ -390,13 +391,6 @@ def make_step(cached: bool, weights: LossWeights | None = None) -> Callable[...,
         }
 
     return step
-
-
-def paired_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
-    """IoU of ``boxes_a[i]`` with ``boxes_b[i]``: ``[N, 4], [N, 4] -> [N]`` (xyxy, any scale)."""
-    from detseg.boxes import box_iou
-
-    return torch.diagonal(box_iou(boxes_a, boxes_b)) if len(boxes_a) else boxes_a.new_zeros(0)
 
 
 @torch.no_grad()

@@ -417,3 +417,71 @@ def test_neighbour_cells_are_the_nearer_side_inside_the_grid():
     assert (frac[moved & (step < 0)] < 0.5).all() and (frac[moved & (step > 0)] > 0.5).all()
     counts = torch.bincount(k, minlength=len(centres))
     assert counts.min() >= 1 and counts.max() <= 3  # own cell + at most one per axis
+
+
+# ------------------------------------------------------------------ paired (elementwise) IoU
+
+
+def test_paired_iou_and_giou_by_hand():
+    a = [[0.0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 4, 4]]
+    b = [[1.0, 1, 3, 3], [2, 0, 3, 1], [1, 1, 3, 3]]
+    # overlap 1, union 7, enclosing 3 x 3; disjoint: union 2, enclosing 3 x 1; b inside a: 4 / 16
+    np.testing.assert_allclose(B.paired_box_iou(a, b), [1 / 7, 0.0, 0.25])
+    np.testing.assert_allclose(
+        B.paired_generalized_box_iou(a, b), [1 / 7 - 2 / 9, 0 - 1 / 3, 0.25 - 0.0]
+    )
+    # cxcywh: the same first pair read as centres and sizes
+    np.testing.assert_allclose(
+        B.paired_box_iou([[1.0, 1, 2, 2]], [[2.0, 2, 2, 2]], "cxcywh"), [1 / 7]
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_paired_functions_equal_the_diagonal_of_torchvision(kind):
+    ops = torchvision.ops
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        dtype = np.float32 if seed % 2 else np.float64
+        n = int(rng.integers(1, 40))
+        boxes1, boxes2 = (random_boxes(rng, n, grid=seed % 4 < 2, dtype=dtype) for _ in "ab")
+        ref1, ref2 = torch.from_numpy(boxes1), torch.from_numpy(boxes2)
+        for fmt in B.BOX_FORMATS:
+            ours1, ours2 = as_kind(boxes1, kind), as_kind(boxes2, kind)
+            in_xyxy = [ops.box_convert(ref, fmt, "xyxy") for ref in (ref1, ref2)]
+            iou = B.paired_box_iou(ours1, ours2, fmt=fmt)
+            giou = B.paired_generalized_box_iou(ours1, ours2, fmt=fmt)
+            assert type(iou) is type(ours1) and iou.shape == (n,) and iou.dtype == ours1.dtype
+            expected_iou = ops.box_iou(*in_xyxy).diagonal()
+            expected_giou = ops.generalized_box_iou(*in_xyxy).diagonal()
+            torch.testing.assert_close(torch.as_tensor(to_numpy(iou)), expected_iou, equal_nan=True)
+            torch.testing.assert_close(
+                torch.as_tensor(to_numpy(giou)), expected_giou, equal_nan=True
+            )
+        # broadcasting [N, 1, 4] against [M, 4] gives the whole pairwise matrix
+        full = B.paired_box_iou(as_kind(boxes1, kind)[:, None], as_kind(boxes2[:5], kind))
+        torch.testing.assert_close(
+            torch.as_tensor(to_numpy(full)), ops.box_iou(ref1, ref2[:5]), equal_nan=True
+        )
+
+
+def test_paired_eps_turns_zero_area_nan_into_zero_and_keeps_the_rest():
+    point = np.array([[5.0, 5, 5, 5], [0, 0, 2, 2]])
+    assert np.isnan(B.paired_box_iou(point, point)[0]) and B.paired_box_iou(point, point)[1] == 1
+    assert np.isnan(B.paired_generalized_box_iou(point, point)[0])
+    np.testing.assert_array_equal(B.paired_box_iou(point, point, eps=1e-9), [0.0, 1.0])
+    np.testing.assert_array_equal(B.paired_generalized_box_iou(point, point, eps=1e-9), [0.0, 1.0])
+
+
+def test_paired_giou_loss_and_its_gradient_equal_torchvision_loss():
+    rng = np.random.default_rng(3)
+    boxes1 = torch.from_numpy(random_boxes(rng, 64, grid=False, dtype=np.float64)) + 0.5
+    boxes2 = torch.from_numpy(random_boxes(rng, 64, grid=False, dtype=np.float64)) + 0.5
+    ours = boxes1.clone().requires_grad_()
+    theirs = boxes1.clone().requires_grad_()
+    loss = 1 - B.paired_generalized_box_iou(ours, boxes2, eps=1e-12)
+    reference = torchvision.ops.generalized_box_iou_loss(theirs, boxes2, eps=1e-12)
+    torch.testing.assert_close(loss, reference)
+    loss.sum().backward()
+    reference.sum().backward()
+    assert ours.grad.abs().sum() > 0
+    torch.testing.assert_close(ours.grad, theirs.grad)

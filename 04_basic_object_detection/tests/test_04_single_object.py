@@ -13,7 +13,6 @@ from single_object_detector import (
     TwoHeadDetector,
     build_resnet50,
     count_trainable,
-    paired_iou,
 )
 from torch import nn
 
@@ -52,12 +51,6 @@ def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
     optimizer.step()
     for key, value in model.backbone.state_dict().items():  # BN running stats included
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
-
-
-def test_paired_iou_by_hand() -> None:
-    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
-    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0]])
-    torch.testing.assert_close(paired_iou(a, b), torch.tensor([1 / 7, 1.0]))
 
 
 def test_imagenet_weights_from_the_hub_cache_and_offline_message(

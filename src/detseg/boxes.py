@@ -249,6 +249,68 @@ def generalized_box_iou(boxes1: Any, boxes2: Any, fmt: str = "xyxy") -> Any:
         return inter / union - (enclosing - union) / enclosing
 
 
+def _paired_overlap(boxes1: Any, boxes2: Any, fmt: str) -> tuple[Any, Any, Any, Any]:
+    """Boxes ``[..., 4]`` (broadcast against each other) -> xyxy boxes, intersection, union."""
+    boxes1, boxes2 = _as_float(_as_array(boxes1)), _as_float(_as_array(boxes2))
+    if fmt != "xyxy":
+        boxes1, boxes2 = box_convert(boxes1, fmt, "xyxy"), box_convert(boxes2, fmt, "xyxy")
+    xp = _xp(boxes1)
+    width = xp.minimum(boxes1[..., 2], boxes2[..., 2]) - xp.maximum(boxes1[..., 0], boxes2[..., 0])
+    height = xp.minimum(boxes1[..., 3], boxes2[..., 3]) - xp.maximum(boxes1[..., 1], boxes2[..., 1])
+    inter = _clamped_area(width, height)
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    return boxes1, boxes2, inter, union
+
+
+def _clamped_area(width: Any, height: Any) -> Any:
+    """``max(width, 0) * max(height, 0)``, not in place (losses differentiate through it)."""
+    if _is_torch(width):
+        return width.clamp(min=0) * height.clamp(min=0)
+    return np.maximum(width, 0) * np.maximum(height, 0)
+
+
+def _divide(numerator: Any, denominator: Any, eps: float) -> Any:
+    """``numerator / max(denominator, eps)``; with ``eps = 0`` plain division (``0 / 0 = nan``)."""
+    if eps > 0:
+        denominator = (
+            denominator.clamp(min=eps) if _is_torch(denominator) else np.maximum(denominator, eps)
+        )
+    with _quiet_division(numerator):
+        return numerator / denominator
+
+
+def paired_box_iou(boxes1: Any, boxes2: Any, fmt: str = "xyxy", eps: float = 0.0) -> Any:
+    """IoU of ``boxes1[i]`` with ``boxes2[i]``: the diagonal of :func:`box_iou` without the
+    [N, N] matrix. What a box-regression metric or a detector's loss needs (one prediction, one
+    target); differentiable for tensors.
+
+    Args:
+        boxes1: array or tensor [..., 4] in ``fmt`` (default ``xyxy``).
+        boxes2: same kind, a shape that broadcasts with ``boxes1``.
+        fmt: one of :data:`BOX_FORMATS`.
+        eps: with ``eps > 0`` the union is clamped to at least ``eps`` (a loss must never divide by
+            zero); with ``0`` (default) two zero-area boxes give ``nan``, as :func:`box_iou`.
+    Returns:
+        [...] IoU values in [0, 1].
+    """
+    _, _, inter, union = _paired_overlap(boxes1, boxes2, fmt)
+    return _divide(inter, union, eps)
+
+
+def paired_generalized_box_iou(
+    boxes1: Any, boxes2: Any, fmt: str = "xyxy", eps: float = 0.0
+) -> Any:
+    """Generalised IoU of ``boxes1[i]`` with ``boxes2[i]`` (the diagonal of
+    :func:`generalized_box_iou`); ``1 - GIoU`` is the GIoU box loss. Arguments as
+    :func:`paired_box_iou` (``eps`` clamps the union and the enclosing box's area)."""
+    boxes1, boxes2, inter, union = _paired_overlap(boxes1, boxes2, fmt)
+    xp = _xp(boxes1)
+    width = xp.maximum(boxes1[..., 2], boxes2[..., 2]) - xp.minimum(boxes1[..., 0], boxes2[..., 0])
+    height = xp.maximum(boxes1[..., 3], boxes2[..., 3]) - xp.minimum(boxes1[..., 1], boxes2[..., 1])
+    hull = _clamped_area(width, height)
+    return _divide(inter, union, eps) - _divide(hull - union, hull, eps)
+
+
 def remove_small_boxes(boxes: Any, min_size: float) -> Any:
     """Indices of the ``xyxy`` boxes whose width and height are both ``>= min_size``.
 
