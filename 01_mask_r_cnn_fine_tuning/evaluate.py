@@ -27,7 +27,7 @@ from maskrcnn_eval import evaluate_outputs, people_by_occlusion
 from models_maskrcnn import has_masks, load_trained
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg
 from detseg.data.types import DetectionDataset
 from detseg.errors import UserError, run_cli
 
@@ -37,7 +37,7 @@ EXAMPLE = "01_mask_r_cnn_fine_tuning"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="COCO AP of a trained Mask R-CNN and the people its masks find, by occlusion",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument(

@@ -28,7 +28,7 @@ from maskrcnn_data import load_splits
 from models_maskrcnn import has_masks, load_trained
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image
 from detseg.errors import UserError, run_cli
 
@@ -38,7 +38,7 @@ EXAMPLE = "01_mask_r_cnn_fine_tuning"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="ONNX export of a trained Mask R-CNN, parity with eager PyTorch, ORT timing",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument(

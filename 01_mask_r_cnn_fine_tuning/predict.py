@@ -32,7 +32,7 @@ import numpy as np
 from models_maskrcnn import load_trained
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image, write_image
 from detseg.errors import UserError, run_cli
 from detseg.video import SOURCE_HELP, run_loop
@@ -45,7 +45,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Mask R-CNN inference on an image, a folder, a video or a webcam",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--source", required=True, help=f"an image file, or {SOURCE_HELP}")
     add_checkpoint_arg(parser, example=EXAMPLE)

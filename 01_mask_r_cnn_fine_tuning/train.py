@@ -42,7 +42,7 @@ from models_maskrcnn import (
 from slim_maskrcnn import SlimConfig, slim_config_dict
 
 from detseg import engine
-from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
+from detseg.cli.common import HelpFormatter, add_standard_args, train_kwargs, validate_standard_args
 from detseg.data.copy_paste import DEPTH_ORDERS
 from detseg.data.torch_datasets import detection_collate
 from detseg.engine.distributed import dist_info
@@ -55,7 +55,7 @@ EXAMPLE = "01_mask_r_cnn_fine_tuning"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Fine-tune Mask R-CNN (torchvision) on PennFudan or COCO-layout data",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_standard_args(parser, example=EXAMPLE, epochs=16, batch_size=4, lr=0.02, workers=1)
     parser.add_argument("--model", choices=list(MODELS), default="maskrcnn_slim")

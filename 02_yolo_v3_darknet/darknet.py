@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from darknet_cfg import LayerSpec, NetSpec, describe, layer_table, parse_cfg
 from torch import Tensor, nn
 
+from detseg.cli.common import HelpFormatter
 from detseg.errors import UserError, run_cli
 from detseg.yolo_decode import decode_output, split_raw
 
@@ -276,7 +277,7 @@ def count_parameters(model: nn.Module) -> int:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Print a darknet cfg's layer table, parameter count and weights file size",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("cfg", help="a .cfg file, or yolov3 / yolov3-tiny / yolov3-spp")
     parser.add_argument("--size", type=int, default=None, help="input size (default: the cfg's)")

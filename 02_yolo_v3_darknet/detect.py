@@ -27,7 +27,7 @@ import numpy as np
 from yolo_inference import load_detector
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image, write_image
 from detseg.devices import select_device
 from detseg.errors import UserError, run_cli
@@ -40,7 +40,7 @@ EXAMPLE = "02_yolo_v3_darknet"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="YOLOv3 detection on images, folders, videos, a webcam or a synthetic stream",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--source", required=True, help=f"an image file, or {SOURCE_HELP}")
     add_checkpoint_arg(parser, example=EXAMPLE)

@@ -29,7 +29,7 @@ from yolo_inference import load_trained
 from yolo_training import load_splits
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg, positive_int
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg, positive_int
 from detseg.data.yolo_dataset import YoloDataset
 from detseg.errors import UserError, run_cli
 
@@ -39,7 +39,7 @@ EXAMPLE = "02_yolo_v3_darknet"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export a YOLOv3 model to ONNX, check parity, time eager / ORT / OpenCV DNN",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument("--cfg", default=None, help="export this darknet cfg instead of --weights")

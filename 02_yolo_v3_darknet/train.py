@@ -37,6 +37,7 @@ from yolo_training import (
 )
 
 from detseg.cli.common import (
+    HelpFormatter,
     add_standard_args,
     positive_float,
     positive_int,
@@ -54,7 +55,7 @@ EXAMPLE = "02_yolo_v3_darknet"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train YOLOv3 / YOLOv3-tiny (darknet cfg) on a YOLO data.yaml or built-in shapes",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_standard_args(parser, example=EXAMPLE, epochs=9, batch_size=8, lr=0.002, workers=0)
     parser.add_argument("--cfg", default="yolov3-tiny", choices=list(OFFICIAL_CFGS),

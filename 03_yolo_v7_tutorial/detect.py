@@ -22,7 +22,7 @@ import torch
 from yolov7_checkpoint import load_trained
 from yolov7_data import BUILT_IN
 
-from detseg.cli.common import add_checkpoint_arg, existing_path, positive_int
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg, existing_path, positive_int
 from detseg.data import recipes
 from detseg.data.letterbox import letterbox, unletterbox_boxes
 from detseg.data.torch_datasets import image_to_tensor
@@ -38,7 +38,7 @@ EXAMPLE = "03_yolo_v7_tutorial"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run a trained YOLOv7 on a webcam, video, folder or the built-in stream",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument("--source", default="tabletop", help=f"{SOURCE_HELP}, or 'tabletop'")

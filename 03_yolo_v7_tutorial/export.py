@@ -34,7 +34,7 @@ from yolov7_checkpoint import load_trained
 from yolov7_data import read_split
 from yolov7_training import predict
 
-from detseg.cli.common import add_checkpoint_arg, existing_path, positive_int
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg, existing_path, positive_int
 from detseg.data.imageio import read_image
 from detseg.data.letterbox import letterbox
 from detseg.data.torch_datasets import image_to_tensor
@@ -95,7 +95,7 @@ def decoded_parity(
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export a trained YOLOv7 to ONNX (with or without NMS), check and time it",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE)
     parser.add_argument(

@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 
-from detseg.cli.common import positive_int
+from detseg.cli.common import HelpFormatter, positive_int
 from detseg.data.imageio import write_image
 from detseg.errors import UserError, run_cli
 from detseg.video import SOURCE_HELP, open_source
@@ -34,7 +34,7 @@ SAVE_KEY, QUIT_KEYS = ord(" "), (ord("q"), 27)
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Save webcam / video / synthetic frames as images to label",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--source", default="0", help=SOURCE_HELP)
     parser.add_argument("--out", type=Path, default=Path("recorded/images"), help="folder to write")

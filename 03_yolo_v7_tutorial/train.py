@@ -40,6 +40,7 @@ from yolov7_training import (
 
 from detseg import engine
 from detseg.cli.common import (
+    HelpFormatter,
     add_standard_args,
     positive_float,
     positive_int,
@@ -57,7 +58,7 @@ EXAMPLE = "03_yolo_v7_tutorial"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train YOLOv7-tiny / YOLOv7 on a YOLO data.yaml (Roboflow export)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     # defaults: the 10-minute CPU recipe of the README (8 epochs of 420 images at 320 px, about
     # 70 s each on 2 cores, the last 2 without mosaic); the authors train 300 epochs with SGD lr

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from detseg.cli.common import HelpFormatter
 from detseg.errors import UserError, run_cli
 from detseg.yolo_decode import decode_outputs
 
@@ -627,7 +628,8 @@ def layer_table(model: YOLOv7) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Print the layer table, parameter count and GFLOPs (640 px) of a YOLOv7 variant"
+        description="Print the layer table, parameter count and GFLOPs (640 px) of a YOLOv7 variant",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--variant", choices=list(VARIANTS), default="tiny")
     parser.add_argument("--num-classes", type=int, default=80)

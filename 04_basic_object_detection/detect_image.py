@@ -23,7 +23,7 @@ from typing import Any
 from detector_cli import add_predictor_args, predictor_from_args, validate_predictor_args
 
 from detseg import settings
-from detseg.cli.common import existing_path
+from detseg.cli.common import HelpFormatter, existing_path
 from detseg.data.formats._common import list_images
 from detseg.data.imageio import read_image, write_image
 from detseg.errors import UserError, run_cli
@@ -35,7 +35,7 @@ EXAMPLE = "04_basic_object_detection"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Detect objects on images (COCO-pretrained, trained here, or OpenCV classic)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     add_predictor_args(parser)

@@ -20,7 +20,7 @@ from typing import Any
 from detector_cli import add_predictor_args, predictor_from_args, validate_predictor_args
 
 from detseg import settings
-from detseg.cli.common import positive_int
+from detseg.cli.common import HelpFormatter, positive_int
 from detseg.errors import run_cli
 from detseg.video import SOURCE_HELP, run_loop
 from detseg.viz import draw_detections
@@ -31,7 +31,7 @@ EXAMPLE = "04_basic_object_detection"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Detect objects on video frames with an FPS overlay",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--source", default="synthetic", help=SOURCE_HELP)
     add_predictor_args(parser)

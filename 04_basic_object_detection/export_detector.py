@@ -28,7 +28,7 @@ from detector_body import DecodeConfig, SSDBody, to_body_input
 from detector_runtime import body_predictor, save_decode_config, time_predictors
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg, existing_path
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg, existing_path
 from detseg.data.imageio import read_image
 from detseg.errors import UserError, run_cli
 from detseg.export import export_onnx, match_detections, ort_session, run_opencv_dnn
@@ -41,7 +41,7 @@ FOLDER = Path(__file__).resolve().parent
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export an SSDlite body to ONNX; parity and speed on PyTorch / ORT / OpenCV DNN",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE, run="ssdlite320")
     parser.add_argument(

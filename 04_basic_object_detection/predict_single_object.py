@@ -20,7 +20,7 @@ import torch
 from single_object_detector import BACKBONES, to_input
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg, existing_path
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg, existing_path
 from detseg.data.formats._common import list_images
 from detseg.data.imageio import read_image, write_image
 from detseg.errors import UserError, run_cli
@@ -34,7 +34,7 @@ FOLDER = Path(__file__).resolve().parent
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Predict one box and one class per image with a train_single_object.py model",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     add_checkpoint_arg(parser, example=EXAMPLE, run="single-object")

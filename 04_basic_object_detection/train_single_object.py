@@ -50,7 +50,7 @@ from single_object_detector import (
 from single_object_pretraining import PRETRAIN_TASKS, pretrain_small_backbone, small_backbone_path
 
 from detseg import engine, settings
-from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
+from detseg.cli.common import HelpFormatter, add_standard_args, train_kwargs, validate_standard_args
 from detseg.data import recipes
 from detseg.data.formats import csvboxes
 from detseg.data.torch_datasets import split_indices
@@ -64,7 +64,7 @@ EXAMPLE = "04_basic_object_detection"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a single-object detector (frozen backbone + box and class heads)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--backbone", choices=list(BACKBONES), default="small")
     parser.add_argument(

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from segmentation_models import LogitsOnly, load_trained
 
-from detseg.cli.common import add_checkpoint_arg, positive_int
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg, positive_int
 from detseg.errors import UserError, run_cli
 from detseg.export import check_parity, export_onnx, ort_run, ort_session, time_inference
 
@@ -32,7 +32,7 @@ NATIVE_SIZE = {"salt": (101, 101), "road": (160, 480), "street": (256, 256)}
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export a trained segmentation model to ONNX and check it against PyTorch",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_checkpoint_arg(parser, example=EXAMPLE, run="unet-salt")
     parser.add_argument(

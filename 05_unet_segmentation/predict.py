@@ -29,7 +29,7 @@ from seg_training import predict_classes
 from segmentation_models import load_trained, predict_logits
 
 from detseg import settings
-from detseg.cli.common import add_checkpoint_arg
+from detseg.cli.common import HelpFormatter, add_checkpoint_arg
 from detseg.data.imageio import IMAGE_SUFFIXES, read_image, write_image
 from detseg.data.torch_datasets import image_to_tensor
 from detseg.data.transforms import Normalize, resize
@@ -45,7 +45,7 @@ BINARY_PALETTE = [(0, 0, 0), (255, 40, 40)]  # background, foreground (salt)
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Segment images, folders, videos or a webcam; writes overlays",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--source", required=True, help=f"an image file, or {SOURCE_HELP}")
     add_checkpoint_arg(parser, example=EXAMPLE, run="unet-salt")

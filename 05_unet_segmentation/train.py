@@ -33,6 +33,7 @@ from segmentation_models import (
 
 from detseg import settings
 from detseg.cli.common import (
+    HelpFormatter,
     add_standard_args,
     positive_float,
     positive_int,
@@ -56,7 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train U-Net / FCN-8s / PSPNet / torchvision segmentation models",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="defaults per --dataset (flags override them): "
         + "; ".join(
             f"{name}: " + ", ".join(f"{key} {value}" for key, value in defaults.items())

@@ -35,7 +35,7 @@ from rcnn_dataset import LabelRules, rules_dict, samples_of_image, save_npz
 from selective_search import MODES, propose_file
 
 from detseg import settings
-from detseg.cli.common import non_negative_int, positive_int
+from detseg.cli.common import HelpFormatter, non_negative_int, positive_int
 from detseg.data.imageio import read_image
 from detseg.errors import UserError, run_cli
 
@@ -90,7 +90,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Build R-CNN's region dataset: selective search + IoU labelling",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_args(parser)
     parser.add_argument(

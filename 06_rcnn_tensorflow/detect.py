@@ -24,7 +24,7 @@ from rcnn_models import load_model
 from selective_search import MODES, propose
 
 from detseg import settings
-from detseg.cli.common import existing_path, positive_int
+from detseg.cli.common import HelpFormatter, existing_path, positive_int
 from detseg.data.imageio import read_image, write_image
 from detseg.errors import UserError, run_cli
 from detseg.viz import draw_detections
@@ -36,7 +36,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="R-CNN detection on images with a classifier trained by train_rcnn.py",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--source", type=Path, required=True, help="an image or a folder of them")
     parser.add_argument(

@@ -400,10 +400,12 @@ def propose_file(path: str, method: str, mode: str) -> tuple[np.ndarray, float]:
 
 # ----------------------------------------------------------------------------------------- CLI
 def get_args_parser() -> argparse.ArgumentParser:
+    from detseg.cli.common import HelpFormatter
+
     parser = argparse.ArgumentParser(
         description="Selective search: ours (from scratch) vs OpenCV contrib; recall of the "
         "ground-truth boxes at IoU 0.5 / 0.7 vs number of proposals, and time per image",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--images",

@@ -34,7 +34,12 @@ from rcnn_models import BACKBONES, build_classifier, keras_module, save_model_at
 from rcnn_training import fit_bbox_head, fit_classifier
 
 from detseg import settings
-from detseg.cli.common import add_standard_args, positive_float, validate_standard_args
+from detseg.cli.common import (
+    HelpFormatter,
+    add_standard_args,
+    positive_float,
+    validate_standard_args,
+)
 from detseg.errors import UserError, run_cli
 from detseg.viz import draw_detections, save_grid
 
@@ -45,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="R-CNN on racoon: classifier on selective-search regions, mAP@0.5 before and "
         "after a box-regression head",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         conflict_handler="resolve",
     )
     add_standard_args(parser, example=EXAMPLE, epochs=6, batch_size=64, lr=1e-3, workers=2)

@@ -30,7 +30,7 @@ from typing import Any
 import bbox_cli
 
 from detseg import settings
-from detseg.cli.common import positive_int
+from detseg.cli.common import HelpFormatter, positive_int
 from detseg.data import recipes
 from detseg.engine.checkpoint import atomic_write_text
 from detseg.errors import UserError, run_cli
@@ -45,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train 07b (Keras) and 04's single-object detector (PyTorch) on the same data "
         "and backbone size; write one table",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--num-images", type=int, default=None, help="built-in images (default: 2400; 24 smoke)"

@@ -34,7 +34,7 @@ import numpy as np
 from bbox_models import keras, tf
 
 from detseg import settings
-from detseg.cli.common import positive_int
+from detseg.cli.common import HelpFormatter, positive_int
 from detseg.engine.checkpoint import atomic_write_text
 from detseg.errors import UserError, run_cli
 from detseg.export import ort_session, time_inference
@@ -45,7 +45,7 @@ EXAMPLE = bbox_training.EXAMPLE
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export a 07 model to .keras, SavedModel and ONNX; check and time each",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--weights",

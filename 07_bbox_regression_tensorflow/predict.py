@@ -24,7 +24,7 @@ import bbox_training
 import numpy as np
 
 from detseg import settings
-from detseg.cli.common import positive_int
+from detseg.cli.common import HelpFormatter, positive_int
 from detseg.data.formats._common import image_size, list_images
 from detseg.data.samples import detection_sample
 from detseg.data.types import DetectionDataset, DetectionRecord
@@ -37,7 +37,7 @@ EXAMPLE = bbox_training.EXAMPLE
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Draw predicted vs true boxes of a trained 07 model, with their IoU",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--weights",

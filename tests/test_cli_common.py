@@ -124,3 +124,20 @@ def test_checkpoint_flag_defaults_to_the_example_runs_best(isolated_dirs):
     named = common.add_checkpoint_arg(argparse.ArgumentParser(), example="05", run="unet-salt")
     assert named.parse_args([]).weights == runs / "05" / "unet-salt" / "best.pt"
     assert named.parse_args(["--weights", "w.pt"]).weights == Path("w.pt")
+
+
+def test_help_shows_real_defaults_only():
+    parser = argparse.ArgumentParser(prog="x.py", formatter_class=common.HelpFormatter)
+    parser.add_argument("--size", type=int, default=320, help="input side")
+    parser.add_argument("--model", default=None, help="model (per dataset if unset)")
+    parser.add_argument("--flip", action="store_true", help="mirror images")
+    parser.add_argument("--mode", default="fast", help="how (default: fast unless --exact)")
+    parser.add_argument("--level", type=float, default=0.5, help="in [0, 1] (%(default)s)")
+    text = " ".join(parser.format_help().split())
+    assert "input side (default: 320)" in text
+    assert "model (per dataset if unset) --flip" in text  # nothing appended for None
+    assert "mirror images --mode" in text  # nor for an on/off flag's False
+    assert "how (default: fast unless --exact) --level" in text  # said already: not twice
+    assert "in [0, 1] (0.5)" in text and "(default: 0.5)" not in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+

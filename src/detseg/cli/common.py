@@ -30,6 +30,19 @@ from detseg.settings import runs_root
 TRACKER_CHOICES = ("none", "csv", "wandb", "wandb-online")  # detseg.engine.trackers.TRACKERS
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each flag's default, as ``argparse.ArgumentDefaultsHelpFormatter``, except
+    where the default says nothing: ``None`` ("chosen per model / dataset": the help text says
+    how), ``False`` of an on/off flag, or a help text that already says "(default ...)". Every
+    example script's parser uses it (``formatter_class=HelpFormatter``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_standard_args(
     parser: argparse.ArgumentParser,
     *,
@@ -46,7 +59,8 @@ def add_standard_args(
     tracker: str = "none",
 ) -> argparse.ArgumentParser:
     """Add ``--data-path --output-dir --device --seed --epochs --batch-size --lr --workers --resume
-    --weights --dry-run --tracker --amp --debug`` with this example's defaults.
+    --weights --dry-run --tracker --amp --debug`` with this example's defaults (``--help`` shows
+    them through :class:`HelpFormatter`; a script may set some to ``None``, "per model", and say so).
 
     Args:
         parser: the script's parser (returned, for chaining).
@@ -72,33 +86,27 @@ def add_standard_args(
         "--output-dir",
         type=Path,
         default=default_output,
-        help="run folder for checkpoints (last.pt, best.pt), metrics.json and plots "
-        "(default: %(default)s)",
+        help="run folder for checkpoints (last.pt, best.pt), metrics.json and plots",
     )
     group.add_argument(
         "--device",
         default=device,
-        help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:<index> or mps "
-        "(default: %(default)s)",
+        help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:<index> or mps",
     )
-    group.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
-    group.add_argument(
-        "--epochs", type=int, default=epochs, help="number of epochs (default: %(default)s)"
-    )
+    group.add_argument("--seed", type=int, default=seed, help="random seed")
+    group.add_argument("--epochs", type=int, default=epochs, help="number of epochs")
     group.add_argument(
         "--batch-size",
         type=int,
         default=batch_size,
-        help="images per batch, per process under torchrun (default: %(default)s)",
+        help="images per batch, per process under torchrun",
     )
-    group.add_argument(
-        "--lr", type=float, default=lr, help="base learning rate (default: %(default)s)"
-    )
+    group.add_argument("--lr", type=float, default=lr, help="base learning rate")
     group.add_argument(
         "--workers",
         type=int,
         default=workers,
-        help="data loading worker processes; 0 loads in the main process (default: %(default)s)",
+        help="data loading worker processes; 0 loads in the main process",
     )
     group.add_argument(
         "--resume",
@@ -125,7 +133,7 @@ def add_standard_args(
         choices=TRACKER_CHOICES,
         default=tracker,
         help="where to log metrics besides metrics.json: none, csv (metrics.csv), wandb (offline), "
-        "wandb-online (needs WANDB_API_KEY) (default: %(default)s)",
+        "wandb-online (needs WANDB_API_KEY)",
     )
     group.add_argument(
         "--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU and MPS)"
