@@ -140,4 +140,3 @@ def test_help_shows_real_defaults_only():
     assert "how (default: fast unless --exact) --level" in text  # said already: not twice
     assert "in [0, 1] (0.5)" in text and "(default: 0.5)" not in text
     assert "(default: None)" not in text and "(default: False)" not in text
-
