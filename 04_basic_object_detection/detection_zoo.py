@@ -73,11 +73,24 @@ def build_pretrained(name: str, *, load_weights: bool = True) -> tuple[nn.Module
     return model.eval(), list(weights.meta["categories"])
 
 
+SSD_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)  # SSDlite's BatchNorm (torchvision)
+
+
+def mobilenet_v3_for_ssdlite(width_mult: float = 1.0) -> nn.Module:
+    """torchvision's MobileNetV3-Large as SSDlite builds it (reduced tail, :data:`SSD_NORM`),
+    random weights with the classifier's own (Kaiming) initialisation. Its ``features`` (the trunk)
+    is what SSDlite's backbone is made of and what :mod:`ssdlite_pretraining` pretrains."""
+    return torchvision.models.mobilenet_v3_large(
+        weights=None, norm_layer=SSD_NORM, reduced_tail=True, width_mult=width_mult
+    )
+
+
 def build_ssdlite320(
     num_classes: int,
     *,
     width_mult: float = 1.0,
     anchor_scales: tuple[float, float] = (0.2, 0.95),
+    image_size: int = 320,
     score_thresh: float = 0.001,
     **_: Any,
 ) -> nn.Module:
@@ -85,9 +98,12 @@ def build_ssdlite320(
 
     The same construction as ``torchvision.models.detection.ssdlite320_mobilenet_v3_large`` (reduced
     tail, normal init, BatchNorm eps 0.001 momentum 0.03, 6 maps, aspect ratios 2 and 3), with the
-    backbone's ``width_mult`` and the default boxes' ``anchor_scales`` exposed: SSD's smallest and
-    largest box side as a fraction of the 320 px input, spread linearly over the 6 maps (the
-    paper's 0.2-0.95 suit COCO; the built-in shapes are 0.05-0.5 of the image).
+    backbone's ``width_mult``, the default boxes' ``anchor_scales`` and the input side exposed:
+    ``anchor_scales`` are SSD's smallest and largest box side as a fraction of the input, spread
+    linearly over the 6 maps (the paper's 0.2-0.95 suit COCO; the built-in shapes are 0.05-0.5 of
+    the image); ``image_size`` is the fixed square input (320 in the paper; 256, the built-in
+    scenes' own size, costs 0.6x per step). :func:`load_pretrained_trunk` puts pretrained
+    weights into its backbone.
     """
     from torchvision.models.detection import _utils as det_utils
     from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
@@ -98,13 +114,11 @@ def build_ssdlite320(
         _normal_init,
     )
 
-    norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
-    backbone = torchvision.models.mobilenet_v3_large(
-        weights=None, norm_layer=norm_layer, reduced_tail=True, width_mult=width_mult
-    )
+    norm_layer = SSD_NORM
+    backbone = mobilenet_v3_for_ssdlite(width_mult)
     _normal_init(backbone)
     extractor = _mobilenet_extractor(backbone, 6, norm_layer)
-    size = (320, 320)
+    size = (image_size, image_size)
     low, high = anchor_scales
     anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=low, max_ratio=high)
     out_channels = det_utils.retrieve_out_channels(extractor, size)
@@ -231,6 +245,26 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[Sequence[Any]]) -> n
         _average_batchnorm(model, run)
     finally:
         model.train(was_training)
+    return model
+
+
+def load_pretrained_trunk(
+    model: nn.Module, trunk_state: dict[str, Any], *, width_mult: float
+) -> nn.Module:
+    """Put a pretrained MobileNetV3 trunk (the ``state_dict`` of
+    ``mobilenet_v3_for_ssdlite(width_mult).features``) into SSDlite's backbone.
+
+    SSDlite cuts the trunk in two at C4's expansion layer (``model.backbone.features[0]`` and
+    ``[1]``; the extra layers and the heads stay as they are): the same cut is made on a trunk
+    holding ``trunk_state`` and its weights and BatchNorm statistics copied over. Returns ``model``.
+    """
+    from torchvision.models.detection.ssdlite import _mobilenet_extractor
+
+    backbone = mobilenet_v3_for_ssdlite(width_mult)
+    backbone.features.load_state_dict(trunk_state)
+    model.backbone.features.load_state_dict(
+        _mobilenet_extractor(backbone, 6, SSD_NORM).features.state_dict()
+    )
     return model
 
 

@@ -25,9 +25,10 @@ def trained_ssd(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     from detseg.scripts import load_script
 
     out = tmp_path_factory.mktemp("ssd")
-    saved = {k: os.environ.get(k) for k in ("DETSEG_SMOKE", "DETSEG_DATA")}
+    saved = {k: os.environ.get(k) for k in ("DETSEG_SMOKE", "DETSEG_DATA", "DETSEG_RUNS")}
     os.environ["DETSEG_SMOKE"] = "1"
     os.environ["DETSEG_DATA"] = str(shared_data)
+    os.environ["DETSEG_RUNS"] = str(out / "runs")  # the trunk's pretraining is cached there
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -43,6 +44,8 @@ def trained_ssd(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
                 os.environ[key] = value
     assert {"bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_AR100"} <= set(result["eval"])
     assert result["epochs_run"] == 1 and result["history"][0]["steps"] == 1
+    assert result["backbone_pretraining"]["steps"] >= 1 and result["pretrain_s"] > 0
+    assert len(list((out / "runs").rglob("ssdlite-trunk-*-smoke.pt"))) == 1
     return out / "dry-run" / "last.pt"
 
 
