@@ -9,6 +9,7 @@ import pytest
 
 from detseg import tour_core
 from detseg.cli import main as detseg_main
+from detseg.cli import tour_cmd
 from detseg.metrics import evaluate_coco
 
 
@@ -40,12 +41,16 @@ def test_perturbed_detections_without_noise_find_every_object_exactly():
 
 
 def test_core_tour_steps_run_on_smoke_data(isolated_dirs, tmp_path, capsys):
+    """The core's four steps through the CLI (each example's tests run its own step)."""
     out = tmp_path / "tour"
+    core = [name for name in tour_cmd.TOUR if name.startswith("core-")]
+    assert len(core) == 4
     with pytest.raises(SystemExit) as exit_info:
-        detseg_main(["tour", "--out", str(out)])
+        detseg_main(["tour", "--out", str(out), *(f"--only={name}" for name in core)])
     assert exit_info.value.code == 0, capsys.readouterr()
 
     steps = json.loads((out / "results.json").read_text())["steps"]
+    assert list(steps) == core
     data = steps["core-data"]["metrics"]
     assert data["train_images"] + data["val_images"] == 16 and data["classes"] == 5
     assert steps["core-validate"]["metrics"]["coco_errors"] == 0
@@ -81,3 +86,19 @@ def test_export_step_checks_onnx_on_two_fresh_batches(tmp_path, monkeypatch):
     assert not torch.equal(seen[1][:1], seen[0]) and seen[2].max() > 1.5  # not the traced input
     assert result["max_abs_diff"] < 1e-4 and result["max_abs_diff_fresh"] < 1e-4
     assert result["fresh_images"] == result["fresh_classes_matched"] == 5
+
+
+def test_every_example_step_points_at_a_tour_run_function_tested_in_its_folder():
+    """``detseg tour`` with no ``--only`` runs every step: each example's target file exists, defines
+    ``run(out_dir)``, and its folder's tests run it (so this suite need not run them twice)."""
+    root = Path(__file__).resolve().parents[1]
+    examples = {k: v for k, v in tour_cmd.TOUR.items() if not k.startswith("core-")}
+    assert len(examples) == 7
+    for name, target in examples.items():
+        path, _, function = target.partition(":")
+        assert function == "run" and (root / path).is_file(), name
+        assert "\ndef run(out_dir: Path)" in (root / path).read_text(), name
+        folder_tests = "".join(p.read_text() for p in (root / path).parent.glob("tests/test_*.py"))
+        assert (
+            f'tour_cmd.TOUR["{name}"]' in folder_tests or 'script("tour").run(' in folder_tests
+        ), name
