@@ -42,7 +42,7 @@ from detector_data import (
 from ssdlite_pretraining import ensure_trunk, trunk_path
 
 from detseg import engine, settings
-from detseg.cli.common import add_standard_args, train_kwargs, validate_standard_args
+from detseg.cli.common import HelpFormatter, add_standard_args, train_kwargs, validate_standard_args
 from detseg.data.torch_datasets import DetectionTorchDataset, detection_collate
 from detseg.data.transforms import Compose, HorizontalFlip
 from detseg.data.types import DetectionDataset
@@ -70,7 +70,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train SSDlite320 or a small RetinaNet on built-in shapes or your data",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="defaults per --model: " + "; ".join(f"{k}: {v}" for k, v in DEFAULTS.items()),
     )
     parser.add_argument("--model", choices=list(TRAINABLE), default="ssdlite320")
