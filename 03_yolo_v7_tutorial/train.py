@@ -31,7 +31,6 @@ from yolov7_checkpoint import load_start_weights
 from yolov7_data import YoloSamples, collate, read_split
 from yolov7_loss import LossConfig, YOLOv7Loss
 from yolov7_training import (
-    WithEMA,
     cosine_schedule,
     evaluate,
     make_optimizer,
@@ -48,6 +47,7 @@ from detseg.cli.common import (
     validate_standard_args,
 )
 from detseg.devices import seed_everything, select_device
+from detseg.engine import WithEMA
 from detseg.engine.budget import train_within_budget
 from detseg.engine.distributed import dist_info, make_loader
 from detseg.errors import UserError, run_cli

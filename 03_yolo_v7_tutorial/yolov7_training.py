@@ -1,13 +1,12 @@
-"""The pieces ``train.py`` hands to the core engine: EMA, optimizer groups, cosine schedule, step
+"""The pieces ``train.py`` hands to the core engine: optimizer groups, cosine schedule, step
 function, evaluation (COCO mAP@0.5 and mAP@0.5:0.95 with :mod:`detseg.metrics`), predictions.
 
-EMA lives inside the trained module (:class:`WithEMA`), so the engine's checkpoints hold it and
-``--resume`` restores it exactly; it is updated by a hook that runs after every optimizer step.
+The EMA of the weights is the core's :class:`detseg.engine.WithEMA`: it lives inside the trained
+module, so the engine's checkpoints hold it and ``--resume`` restores it exactly.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,47 +25,6 @@ from detseg.yolo_decode import postprocess
 
 EVAL_SCORE_THRESHOLD = 0.001  # as the authors' test.py: mAP needs the whole precision-recall curve
 EVAL_IOU_THRESHOLD = 0.65
-
-
-class WithEMA(nn.Module):
-    """The model being trained plus its exponential moving average (Polyak averaging).
-
-    ``ema = d * ema + (1 - d) * model`` after each optimizer step, for every floating-point entry of
-    the state dict (BatchNorm statistics included), with ``d = decay * (1 - exp(-updates / tau))``:
-    small at first so the average does not remember the random start (YOLOv5 / v7's ``ModelEMA``).
-
-    Shapes: ``forward`` is the trained model's.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0):
-        super().__init__()
-        self.model = model
-        self.ema = copy.deepcopy(model).eval()
-        for p in self.ema.parameters():
-            p.requires_grad_(False)
-        self.decay, self.tau = decay, tau
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    def forward(self, images: Tensor) -> Any:
-        return self.model(images)
-
-    def train(self, mode: bool = True) -> WithEMA:
-        super().train(mode)
-        self.ema.eval()  # the average is never trained: its BatchNorm statistics come from the model
-        return self
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-float(self.updates) / self.tau))
-        source = self.model.state_dict()
-        for name, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
-
-    def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Update after every ``optimizer.step()`` (the engine's, AMP scaler's included)."""
-        optimizer.register_step_post_hook(lambda *_: self.update())
 
 
 def make_optimizer(

@@ -14,11 +14,12 @@ Typical use in an example's ``train.py``::
 Modules: :mod:`~detseg.engine.loop` (``train``), :mod:`~detseg.engine.steps` (step functions,
 warm-up), :mod:`~detseg.engine.checkpoint` (atomic save, ``weights_only`` load, RNG states),
 :mod:`~detseg.engine.trackers` (none / csv / wandb), :mod:`~detseg.engine.distributed` (torchrun, DDP,
-``make_loader``).
+``make_loader``), :mod:`~detseg.engine.ema` (``WithEMA``: a moving average of the weights).
 """
 
 from detseg.engine.checkpoint import load_checkpoint, load_model_state, model_state, save_checkpoint
 from detseg.engine.distributed import dist_info, make_loader
+from detseg.engine.ema import WithEMA
 from detseg.engine.loop import NonFiniteLossError, train
 from detseg.engine.steps import Warmup, detection_step, supervised_step
 from detseg.engine.trackers import TRACKERS, flatten_epoch
@@ -27,6 +28,7 @@ __all__ = [
     "TRACKERS",
     "NonFiniteLossError",
     "Warmup",
+    "WithEMA",
     "detection_step",
     "dist_info",
     "flatten_epoch",
