@@ -50,7 +50,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m detseg.notebooks check
-	MPLBACKEND=Agg DETSEG_SMOKE=1 $(BIN)/python -m pytest -n $(JOBS) --durations=15
+	MPLBACKEND=Agg DETSEG_SMOKE=1 $(BIN)/python -m pytest -n $(JOBS) --durations=30
 
 bench: $(VENV)/.installed-test
 	$(BIN)/detseg bench run $(BENCH_ARGS)
