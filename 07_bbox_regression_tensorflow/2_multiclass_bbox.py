@@ -52,7 +52,8 @@ from detseg.viz import image_grid
 NOTEBOOK_START = time.perf_counter()
 SMOKE = settings.smoke_mode()
 EPOCHS = 1 if SMOKE else 40
-PRETRAIN_EPOCHS = 1 if SMOKE else 5
+# the small backbone's pretraining (lesson 1, section 3), one epoch in smoke mode
+PRETRAIN = {**bbox_training.PRETRAIN_DEFAULTS, **({"epochs": 1} if SMOKE else {})}
 RUNS = settings.runs_root() / "07_bbox_regression_tensorflow"
 OUT = RUNS / "lesson2"
 print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, smoke mode: {SMOKE}")
@@ -78,8 +79,8 @@ for name, part in splits.items():
 # Dense 512, Dropout 0.5, softmax) to lesson 1's box head; it reads the same [8, 8, 128] map, pooled
 # back to the [4, 4, 128] of the whole backbone. The model returns a dict, and ``compile`` takes one
 # loss per key and a weight per key: the total loss is
-# ``bbox_weight * (L1 + 1 - GIoU) + class_weight * CE``. The backbone is the small one pretrained on
-# the classification task (cached by lesson 1 or the scripts).
+# ``bbox_weight * (L1 + 1 - GIoU) + class_weight * CE``. The backbone is the small one pretrained to
+# classify and locate other built-in images (lesson 1, section 3; cached by lesson 1 or the scripts).
 #
 # The model is built inside a ``tf.distribute`` strategy scope: ``MirroredStrategy`` copies it on every
 # GPU and splits each batch between them when there are several; here (CPU only) the strategy is one
@@ -90,14 +91,17 @@ strategy = bbox_training.select_strategy("auto")
 print(f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
 with strategy.scope():
     backbone, pretrain = bbox_training.pretrain_small_backbone(
-        splits, image_size=128, epochs=PRETRAIN_EPOCHS, batch_size=32, lr=3e-3, seed=0,
-        cache_dir=RUNS / "pretrained",
+        image_size=128, seed=0, cache_dir=RUNS / "pretrained", **PRETRAIN,
+        held_out={"val": splits["val"], "test": splits["test"]},
     )  # fmt: skip
     model = bbox_models.build_for("small", backbone, num_classes=3)
     bbox_models.compile_regressor(
         model, lr=1e-3, with_class=True, bbox_weight=1.0, class_weight=1.0, box_loss="l1+giou"
     )
-print(f"pretrained backbone: val accuracy {pretrain['val_accuracy']:.3f}")
+print(
+    f"pretrained backbone (held-out images of its task): class accuracy "
+    f"{pretrain['val_accuracy']:.3f}, box IoU {pretrain['val_box_iou']:.3f}"
+)
 print(
     f"outputs {list(model.output)}, trainable parameters {bbox_models.trainable_parameters(model):,}"
 )
@@ -111,10 +115,10 @@ print(
 
 # %%
 result = bbox_fit.fit_regressor(
-    splits=splits, backbone_name="small", with_class=True, epochs=EPOCHS, batch_size=64, lr=2e-3,
+    splits=splits, backbone_name="small", with_class=True, epochs=EPOCHS, batch_size=64, lr=1e-3,
     seed=0, output_dir=OUT, config={"lesson": 2, "val_fraction": 0.1, "test_fraction": 0.2,
                                     "seed": 0, "data_path": None, "num_images": None},
-    pretrain={"epochs": PRETRAIN_EPOCHS, "batch_size": 32, "lr": 3e-3, "cache_dir": RUNS / "pretrained"},
+    pretrain={**PRETRAIN, "cache_dir": RUNS / "pretrained"},
     box_loss="l1+giou", flip=True, lr_schedule="cosine", patience=15, verbose=0,
 )  # fmt: skip
 for row in result["history"][4::5]:  # every 5th epoch (the script prints each one)

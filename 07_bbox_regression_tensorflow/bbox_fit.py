@@ -139,9 +139,10 @@ def fit_regressor(
 
     Args:
         splits: ``{"train", "val", "test"}`` datasets (:func:`bbox_data.split_dataset`).
-        backbone_name: ``"small"`` (pretrained here, :func:`bbox_training.pretrain_small_backbone`
-            with the keywords in ``pretrain``; ``pretrain["train_splits"]``: the splits whose
-            classes it learns, default ``splits``) or ``"vgg16"`` (ImageNet).
+        backbone_name: ``"small"`` (pretrained here on other built-in images,
+            :func:`bbox_training.pretrain_small_backbone` with the keywords in ``pretrain``;
+            ``pretrain["held_out"]``: the images it must never see, default this run's val and
+            test splits) or ``"vgg16"`` (ImageNet).
         with_class: add the class head (07b).
         cached_features: train the heads on cached backbone features (module docstring).
         flip: (cached features only) train on every image and its left-right mirror.
@@ -181,11 +182,10 @@ def fit_regressor(
                 )
         else:
             if backbone_name == "small":
-                options = dict(pretrain)
-                source = options.pop("train_splits", splits)
+                options = {"held_out": {"val": val, "test": test}, **pretrain}
                 backbone, pretrain_info = pretrain_small_backbone(
-                    source, image_size=image_size, seed=seed, max_steps=max_steps,
-                    verbose=verbose, **options,
+                    image_size=image_size, seed=seed, max_steps=max_steps, verbose=verbose,
+                    **options,
                 )  # fmt: skip
             else:
                 backbone = bbox_models.vgg16_backbone(image_size)

@@ -8,9 +8,10 @@ Backbones (a visible dict, :data:`BACKBONES`):
   naming the URL, the file to put there, and ``--backbone small``.
 - ``small``: five Conv-BN-ReLU-MaxPool blocks (16, 32, 64, 128, 128 channels); input 128 x 128,
   features [4, 4, 128] (flattened: 2048). Layer for layer the small backbone of
-  ``04_basic_object_detection`` (PyTorch), so the side-by-side table compares equal sizes. No download: it is first trained on a built-in *classification* task (which of the
-  three classes is in the image: the training images only, never their boxes), then frozen, the
-  offline stand-in for "pretrained on ImageNet" (:func:`pretrain_small_backbone`).
+  ``04_basic_object_detection`` (PyTorch), so the side-by-side table compares equal sizes. No
+  download: it is first trained to classify *and locate* the object in 1,200 *other* built-in
+  images (data seed 1, never this folder's images; :func:`pretraining_model`), then frozen, the
+  offline stand-in for "pretrained on ImageNet" (:func:`bbox_training.pretrain_small_backbone`).
 
 Heads (the seed's dense layers; their own sub-model ``heads``, so that they can also train on
 cached features), on the backbone's feature map::
@@ -158,11 +159,27 @@ def regression_features(backbone: Any, backbone_name: str) -> Any:
     )
 
 
-def classifier_on(backbone: Any, num_classes: int) -> Any:
-    """backbone -> global average pooling -> softmax: the pretraining task of the small backbone."""
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(backbone.output)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="class")(x)
-    return keras.Model(backbone.input, outputs, name="backbone_classifier")
+LOCATOR_CHANNELS = 32  # the locating head's 1 x 1 convolution, as 04's
+
+
+def pretraining_model(backbone: Any, num_classes: int) -> Any:
+    """The small backbone's pretraining task: classify *and locate* the object (04's recipe).
+
+    ``class``: the backbone's [4, 4, 128] output -> global average pooling -> softmax [B, C];
+    ``bbox``: the map the regressor reads (:data:`FEATURE_LAYER`, [8, 8, 128]) -> Conv 1x1 32 ReLU
+    -> flatten -> Dense 4 sigmoid [B, 4] (xyxy / image size). Both heads are dropped after the
+    pretraining: only ``backbone`` is kept (and frozen), now with features that keep *where* the
+    object is, as a detection-pretrained backbone's do.
+    """
+    finer = backbone.get_layer(FEATURE_LAYER["small"]).output  # [B, 8, 8, 128] at 128 px
+    x = keras.layers.Conv2D(LOCATOR_CHANNELS, 1, activation="relu", name="locate_conv")(finer)
+    x = keras.layers.Flatten(name="locate_flatten")(x)
+    boxes = keras.layers.Dense(4, activation="sigmoid", name="locate_out")(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(backbone.output)
+    labels = keras.layers.Dense(num_classes, activation="softmax", name="classify_out")(pooled)
+    outputs = {"bbox": keras.layers.Identity(name="bbox")(boxes),
+               "class": keras.layers.Identity(name="class")(labels)}  # fmt: skip
+    return keras.Model(backbone.input, outputs, name="backbone_pretraining")
 
 
 def build_heads(

@@ -7,12 +7,12 @@
 Both are trained here, one after the other, on the **same files**: the built-in ``single_object``
 folder (airplane / face / motorcycle, Caltech-101 CSV layout), passed to each as ``--data-path``. Both use
 the **same backbone, layer for layer**: five Conv-BN-ReLU-MaxPool stages (16, 32, 64, 128, 128), 128 x 128
-input, frozen after a pretraining on a built-in classification task, and the seed's dense heads on top.
-What differs is the framework and each folder's own choices of heads and recipe (each folder's
-README): 07 reads the map before the last pooling through a 3 x 3 and a 1 x 1 convolution in its box
-head and trains with L1 + GIoU on the images and their mirror images with a cosine rate; the table's
-trainable parameters show what each head costs. The pretraining task differs (07: the three classes of the training
-images; 04: shapes cut out of the built-in ``shapes`` scenes), and so does the split (each holds out
+input, frozen after the same kind of pretraining (classify *and locate* the object of 1,200 other
+built-in images, data seed 1, with a locating head that is then dropped), and the seed's dense heads
+on top. What differs is the framework and each folder's own choices of heads and recipe (each
+folder's README): 07's box head reads the map before the last pooling through a 3 x 3 and a 1 x 1
+convolution, 04's through a 3 x 3 one; 04 also caches two crop copies of every training image; the
+table's trainable parameters show what each head costs. The split differs (each holds out
 its own 20 %); both train the heads on cached features by default. 04's script is loaded by file path
 (:func:`detseg.scripts.load_script`); the table goes to ``--output-dir`` as ``comparison.md`` and
 ``comparison.json``.

@@ -34,7 +34,11 @@ def test_train_multiclass_writes_checkpoints_logs_and_plots(trained):
     best = json.loads((folder / "best.json").read_text())
     ious = [row["val_bbox_iou"] for row in result["history"]]
     assert best["epoch"] == int(np.argmax(ious)) + 1 == result["best_epoch"]
-    assert result["pretrain"]["cached"] is False and 0 <= result["pretrain"]["val_accuracy"] <= 1
+    pretrain = result["pretrain"]
+    assert pretrain["cached"] is False and 0 <= pretrain["val_accuracy"] <= 1
+    # classify-and-locate pretraining on 13 of the 16 smoke images of data seed 1 (not the lessons')
+    assert pretrain["data_seed"] == 1 and pretrain["train_images"] == 13
+    assert 0 <= pretrain["val_box_iou"] <= 1 and pretrain["epochs"] == 2
 
 
 def test_test_metrics_recomputed_independently_from_the_predictions(script, trained):
