@@ -113,6 +113,12 @@ def get_args_parser(task: str) -> argparse.ArgumentParser:
         "--pretrain-lr", type=float, default=PRETRAIN["lr"], help="small backbone only"
     )
     parser.add_argument(
+        "--pretrain-batch-size",
+        type=int,
+        default=PRETRAIN["batch_size"],
+        help="small backbone only (the quick path's few images take 16, for more steps)",
+    )
+    parser.add_argument(
         "--pretrain-images",
         type=int,
         default=None,
@@ -164,6 +170,7 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
     non_negative_int(args.patience, "--patience")
     positive_int(args.pretrain_epochs, "--pretrain-epochs")
     positive_float(args.pretrain_lr, "--pretrain-lr")
+    positive_int(args.pretrain_batch_size, "--pretrain-batch-size")
     if args.pretrain_images is not None and args.pretrain_images < 5:
         raise UserError(
             f"--pretrain-images must be >= 5, got {args.pretrain_images}", fix="e.g. 1200"
@@ -246,7 +253,7 @@ def main(task: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
         config=config,
         pretrain={
             "epochs": 1 if args.dry_run else args.pretrain_epochs,
-            "batch_size": PRETRAIN["batch_size"],
+            "batch_size": args.pretrain_batch_size,
             "lr": args.pretrain_lr,
             "cache_dir": settings.runs_root() / EXAMPLE / "pretrained",
             "num_images": args.pretrain_images,

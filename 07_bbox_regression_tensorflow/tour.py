@@ -1,6 +1,6 @@
 """``detseg tour`` step of this folder: 07b (box + class heads in Keras) end to end, quickly.
 
-Pretrains the small backbone briefly (classify and locate 300 other built-in images, 3 epochs; or
+Pretrains the small backbone briefly (classify and locate 200 other built-in images, 2 epochs; or
 reuses the cached one), trains the two heads for 12 epochs (on cached features) on 450 built-in
 images (150 per class), evaluates the held-out 90, draws the predicted vs true boxes, exports to
 .keras / SavedModel / ONNX and checks each against Keras. Seconds in smoke mode.
@@ -31,9 +31,10 @@ def run(out_dir: Path) -> dict[str, Any]:
 
     smoke = settings.smoke_mode()
     argv = ["--backbone", "small", "--output-dir", str(out_dir / "run"), "--seed", "0"]
-    argv += ["--epochs", "1" if smoke else "12", "--pretrain-epochs", "1" if smoke else "3"]
-    if not smoke:
-        argv += ["--num-images", "450", "--pretrain-images", "300"]
+    argv += ["--epochs", "1" if smoke else "12", "--pretrain-epochs", "1" if smoke else "2"]
+    if not smoke:  # small batches: more steps on these few images
+        argv += ["--num-images", "450", "--pretrain-images", "200", "--batch-size", "32"]
+        argv += ["--pretrain-batch-size", "16"]  # 20 pretraining steps instead of 6
     result = bbox_cli.main("multi", argv)
     weights = out_dir / "run" / "best.keras"
     shown = load_script(FOLDER, "predict").main(

@@ -31,6 +31,18 @@ CASES = [
     Case(
         "07a-train-zero-pretrain-epochs", A, [*SMALL, "--pretrain-epochs", "0"], "--pretrain-epochs"
     ),
+    Case(
+        "07a-train-too-few-pretrain-images",
+        A,
+        [*SMALL, "--pretrain-images", "3"],
+        "--pretrain-images",
+    ),
+    Case(
+        "07b-train-zero-pretrain-batch",
+        B,
+        [*SMALL, "--pretrain-batch-size", "0"],
+        "--pretrain-batch-size",
+    ),
     Case("07a-train-unknown-class", A, [*SMALL, "--classes", "zebra"], "zebra"),
     Case("07b-train-negative-class-weight", B, [*SMALL, "--class-weight", "-1"], "--class-weight"),
     Case("07b-train-unknown-tracker", B, [*SMALL, "--tracker", "mlflow"], "--tracker"),
