@@ -16,7 +16,8 @@
 #
 # OpenCV's DNN module runs networks without PyTorch, but it cannot import torchvision's whole
 # detection graph (per-class top-k, NMS, data-dependent shapes). It does run the *network body*:
-# backbone + heads at a fixed 320 x 320 input, giving raw box offsets and class logits per default
+# backbone + heads at a fixed square input (320 px for torchvision's SSDlite320, 256 px for the one
+# `train_detector.py` trains on the 256 px scenes), giving raw box offsets and class logits per default
 # box. We export that body to ONNX, decode it with the same numpy code for every runtime (lesson 3's
 # default boxes and offsets, the core's NMS), check the three runtimes find the same detections, and
 # time them beside the classic HOG and Haar detectors on 320 px frames and a video stream.
@@ -62,7 +63,9 @@ train_detector = load_script(".", "train_detector")
 # %%
 if SMOKE or not CHECKPOINT.is_file():
     quick = (
-        ["--dry-run", "--batch-size", "2"] if SMOKE else ["--epochs", "3", "--num-images", "300"]
+        ["--dry-run", "--batch-size", "2"]
+        if SMOKE  # else lesson 3's short run (its 4-epoch trunk is cached once lesson 3 ran)
+        else ["--epochs", "3", "--num-images", "300", "--pretrain-epochs", "4"]
     )
     train_detector.main([*quick, "--output-dir", str(OUT / "ssd")])
     CHECKPOINT = OUT / "ssd" / ("dry-run/last.pt" if SMOKE else "best.pt")
@@ -75,11 +78,11 @@ print(config["model"], "trained on", config["data_source"])
 #
 # The traced input is a random image; we compare on real scenes that were not traced.
 #
-# One detail decides whether OpenCV gets the same numbers. SSDlite320's last feature map is
-# 1 x 1, and each head starts there with a depthwise 3 x 3 convolution padded by 1. On a single
+# One detail decides whether OpenCV gets the same numbers. SSDlite's last feature map is
+# 1 x 1 (its last two at 256 px), and each head starts there with a depthwise 3 x 3 convolution padded by 1. On a single
 # pixel only the kernel's centre tap meets real data; the other eight meet the padding's zeros.
 # OpenCV DNN 4.14 gets this case wrong: its depthwise kernel reads the *next channels'* pixels
-# where the zeros should be (the folder's tests pin it). So we export `body.exportable()`, a copy
+# where the zeros should be (the core's tests pin it). So we export `body.exportable()`, a copy
 # in which those two convolutions are the 1 x 1 convolutions they equal at this size (their centre
 # taps). Eager PyTorch keeps the original body: the comparison below checks the swap too.
 
@@ -87,13 +90,13 @@ print(config["model"], "trained on", config["data_source"])
 body = SSDBody(model).eval()
 exportable = body.exportable()
 print("exported as 1 x 1 convolutions:", exportable.single_pixel_convs)
-onnx_path = export_onnx(exportable, torch.rand(1, 3, 320, 320), OUT / "ssd_body.onnx",
+onnx_path = export_onnx(exportable, torch.rand(1, 3, body.size, body.size), OUT / "ssd_body.onnx",
                         input_names=["images"], output_names=["regressions", "logits"])  # fmt: skip
 scenes = recipes.load("shapes", split="val", num_images=16 if SMOKE else 100)
 frames = [read_image(scenes.image_path(r)) for r in scenes.records[: 3 if SMOKE else 10]]
 session = ort_session(onnx_path)
 for frame in frames[:2]:
-    blob = to_body_input(frame, 320)
+    blob = to_body_input(frame, body.size)
     with torch.no_grad():
         eager = [t.numpy() for t in body(torch.from_numpy(blob))]
     for name, outputs in (("onnxruntime", session.run(None, {"images": blob})),
@@ -107,13 +110,13 @@ for frame in frames[:2]:
 # ## Decoding once, for every runtime, equal to torchvision
 #
 # `postprocess` (numpy: decode, softmax, per-class threshold and top-k, the core's batched NMS) on the
-# body's outputs gives what torchvision's own `SSD.forward` gives on the same 320 x 320 image
+# body's outputs gives what torchvision's own `SSD.forward` gives on the same image at the body's size
 # (detections above 0.3; the tests check it on a model with many).
 
 # %%
 model.score_thresh = 0.3  # confident detections only: no near-ties at the cap of 100
 decode = DecodeConfig.from_ssd(model)
-image = cv2.resize(frames[0], (320, 320))
+image = cv2.resize(frames[0], (body.size, body.size))
 tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255
 with torch.no_grad():
     reference = model([tensor])[0]

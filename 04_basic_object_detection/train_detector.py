@@ -246,13 +246,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ``train_time_s`` (the detector's training), ``pretrain_s`` (the trunk's pretraining, 0 without
     it), ``num_parameters``, ``epochs_run``."""
     args = resolve_args(get_args_parser().parse_args(argv))
-    trunk, trunk_info = pretrained_trunk(args)
-    seed_everything(args.seed)
     device = select_device(args.device)
     num_images = args.num_images or (16 if args.dry_run and args.data_path is None else None)
-    train, val, source = load_splits(
+    train, val, source = load_splits(  # first: a bad --data-path stops before any pretraining
         args.data_path, num_images=num_images, val_fraction=args.val_fraction, seed=args.seed
     )
+    trunk, trunk_info = pretrained_trunk(args)
+    seed_everything(args.seed)  # after the pretraining, as before: the same detector run
     if args.dry_run:
         val = type(val)(**{**val.__dict__, "records": val.records[: args.batch_size]})
     config = {
