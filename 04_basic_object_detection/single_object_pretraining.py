@@ -167,6 +167,37 @@ def locating_head(backbone: SmallBackbone, locator_map: int = 4) -> nn.Sequentia
     )
 
 
+def train_steps(
+    loader: DataLoader,
+    loss_of: Callable[[Any], Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    epochs: int,
+    total: int,
+    describe: str,
+    log: Callable[[str], Any],
+) -> int:
+    """The plain loop both pretrainings use (this small backbone's and SSDlite's trunk): passes
+    over ``loader``, one optimizer and scheduler step per batch, stopping after ``total`` steps;
+    logs ``"<describe>: epoch k, loss x"`` (the epoch's last batch). Returns the steps taken."""
+    steps = 0
+    for epoch in range(epochs):
+        for batch in loader:
+            loss = loss_of(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            steps += 1
+            if steps >= total:
+                break
+        log(f"{describe}: epoch {epoch + 1}, loss {loss:.3f}")
+        if steps >= total:
+            break
+    return steps
+
+
 def pretrain_small_backbone(
     *,
     task: str = "other_images_boxes",
@@ -212,25 +243,15 @@ def pretrain_small_backbone(
             return logits, None
         return logits, locator(finer if locator_map == 8 else last)
 
-    steps = 0
+    def loss_of(batch: tuple[Tensor, Any]) -> Tensor:
+        crops, targets = batch
+        logits, boxes = outputs(crops)
+        loss = nn.functional.cross_entropy(logits, targets[0] if locating else targets)
+        return loss if boxes is None else loss + locate_loss(boxes, targets[1])
+
     backbone.train()
-    for epoch in range(epochs):
-        for crops, targets in loader:
-            labels = targets[0] if locating else targets
-            logits, boxes = outputs(crops)
-            loss = nn.functional.cross_entropy(logits, labels)
-            if boxes is not None:
-                loss = loss + locate_loss(boxes, targets[1])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            if steps >= total:
-                break
-        log(f"pretraining the small backbone ({task}): epoch {epoch + 1}, loss {loss:.3f}")
-        if steps >= total:
-            break
+    train_steps(loader, loss_of, optimizer, scheduler, epochs=epochs, total=total, log=log,
+                describe=f"pretraining the small backbone ({task})")  # fmt: skip
     backbone.eval()
     hits, ious = [], []
     with torch.no_grad():

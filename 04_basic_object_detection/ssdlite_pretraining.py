@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from detection_zoo import mobilenet_v3_for_ssdlite
-from single_object_pretraining import ShapeCrops
+from single_object_pretraining import ShapeCrops, train_steps
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -108,20 +108,11 @@ def pretrain_trunk(
     )
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
-    steps = 0
-    for epoch in range(epochs):
-        for crops, labels in loader:
-            loss = nn.functional.cross_entropy(model(crops), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            if steps >= total:
-                break
-        log(f"pretraining SSDlite's trunk on shape crops: epoch {epoch + 1}, loss {loss:.3f}")
-        if steps >= total:
-            break
+    steps = train_steps(
+        loader, lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]), optimizer,
+        scheduler, epochs=epochs, total=total, log=log,
+        describe="pretraining SSDlite's trunk on shape crops",
+    )  # fmt: skip
     model.eval()
     with torch.no_grad():
         hits = [
