@@ -61,7 +61,12 @@ SMOKE = settings.smoke_mode()
 EPOCHS = 1 if SMOKE else 40
 # the small backbone's pretraining (section 3): the scripts' recipe, one epoch in smoke mode
 PRETRAIN = {**bbox_training.PRETRAIN_DEFAULTS, **({"epochs": 1} if SMOKE else {})}
-OUT = settings.runs_root() / "07_bbox_regression_tensorflow" / "lesson1"
+# a smoke run (the tests) writes apart, so that it never overwrites a full run's checkpoints
+OUT = (
+    settings.runs_root()
+    / "07_bbox_regression_tensorflow"
+    / ("lesson1-smoke" if SMOKE else "lesson1")
+)
 print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, smoke mode: {SMOKE}")
 
 # %% [markdown]

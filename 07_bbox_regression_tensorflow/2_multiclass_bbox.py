@@ -55,7 +55,7 @@ EPOCHS = 1 if SMOKE else 40
 # the small backbone's pretraining (lesson 1, section 3), one epoch in smoke mode
 PRETRAIN = {**bbox_training.PRETRAIN_DEFAULTS, **({"epochs": 1} if SMOKE else {})}
 RUNS = settings.runs_root() / "07_bbox_regression_tensorflow"
-OUT = RUNS / "lesson2"
+OUT = RUNS / ("lesson2-smoke" if SMOKE else "lesson2")  # a smoke run never overwrites a full one
 print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, smoke mode: {SMOKE}")
 
 # %% [markdown]
