@@ -78,13 +78,14 @@ print(config["model"], "trained on", config["data_source"])
 #
 # The traced input is a random image; we compare on real scenes that were not traced.
 #
-# One detail decides whether OpenCV gets the same numbers. SSDlite's last feature map is
-# 1 x 1 (its last two at 256 px), and each head starts there with a depthwise 3 x 3 convolution padded by 1. On a single
-# pixel only the kernel's centre tap meets real data; the other eight meet the padding's zeros.
-# OpenCV DNN 4.14 gets this case wrong: its depthwise kernel reads the *next channels'* pixels
-# where the zeros should be (the core's tests pin it). So we export `body.exportable()`, a copy
-# in which those two convolutions are the 1 x 1 convolutions they equal at this size (their centre
-# taps). Eager PyTorch keeps the original body: the comparison below checks the swap too.
+# One detail decides whether OpenCV gets the same numbers. At 256 px SSDlite's last two feature
+# maps are 1 x 1, and each head level starts with a depthwise 3 x 3 convolution padded by 1 (so
+# does the last extra block). On a single pixel only the kernel's centre tap meets real data; the
+# other eight meet the padding's zeros. OpenCV DNN 4.14 gets this case wrong: its depthwise kernel
+# reads the *next channels'* pixels where the zeros should be (the core's tests pin it). So we
+# export `body.exportable()`, a copy in which every such convolution is the 1 x 1 convolution it
+# equals at this size (its centre tap; `detseg.export.single_pixel_convs_as_1x1`). Eager PyTorch
+# keeps the original body: the comparison below checks the swap too.
 
 # %%
 body = SSDBody(model).eval()
