@@ -18,6 +18,7 @@ import bbox_training
 
 from detseg import settings
 from detseg.cli.common import (
+    HelpFormatter,
     add_standard_args,
     existing_path,
     non_negative_int,
@@ -48,7 +49,7 @@ def get_args_parser(task: str) -> argparse.ArgumentParser:
             if single
             else "07b: regress the box and classify the object (two heads, weighted losses)"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--backbone",

@@ -140,3 +140,20 @@ def test_help_shows_real_defaults_only():
     assert "how (default: fast unless --exact) --level" in text  # said already: not twice
     assert "in [0, 1] (0.5)" in text and "(default: 0.5)" not in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_every_example_parser_uses_the_shared_help_formatter():
+    """Each example script's ``argparse.ArgumentParser(...)`` passes ``formatter_class=HelpFormatter``
+    (read from the source: importing every script would import TensorFlow and torch)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted(
+        p for p in root.glob("[0-9][0-9]_*/*.py") if "ArgumentParser(" in p.read_text()
+    )
+    assert len(scripts) >= 25
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "ArgumentParser":
+                formatter = {k.arg: k.value for k in node.keywords}.get("formatter_class")
+                assert getattr(formatter, "id", None) == "HelpFormatter", f"{script}:{node.lineno}"
