@@ -24,7 +24,9 @@ def test_notebook_in_sync(source):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
-def test_notebook_runs_in_smoke_mode(source):
+def test_notebook_runs_in_smoke_mode(source, tmp_path, monkeypatch):
+    # runs in tmp: a smoke run must never overwrite the checkpoints a full render is using
+    monkeypatch.setenv("DETSEG_RUNS", str(tmp_path / "runs"))
     notebooks.execute_notebook(source, smoke=True, timeout=300)
 
 
