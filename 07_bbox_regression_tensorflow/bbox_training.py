@@ -37,7 +37,7 @@ import numpy as np
 from bbox_models import keras, tf
 
 from detseg import settings
-from detseg.boxes import box_iou
+from detseg.boxes import paired_box_iou
 from detseg.data.types import DetectionDataset
 from detseg.engine.checkpoint import atomic_write_text, copy_atomic
 from detseg.errors import UserError
@@ -531,10 +531,9 @@ def draw_boxes(
 
 
 def paired_iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """IoU of ``predicted[i]`` with ``truth[i]`` (both [N, 4] xyxy pixels), by ``detseg.boxes``."""
-    return np.array(
-        [float(box_iou(p[None], t[None])[0, 0]) for p, t in zip(predicted, truth)], np.float64
-    )
+    """IoU of ``predicted[i]`` with ``truth[i]`` (both [N, 4] xyxy pixels): ``detseg.boxes``'
+    paired IoU in float64."""
+    return paired_box_iou(np.asarray(predicted, np.float64), np.asarray(truth, np.float64))
 
 
 def box_metrics(

@@ -194,3 +194,18 @@ def test_small_regressor_reads_the_map_before_the_last_pool():
     np.testing.assert_allclose(
         outputs["bbox"].numpy(), heads(feature_map)["bbox"].numpy(), atol=1e-6
     )
+
+
+def test_box_metrics_by_hand():
+    import bbox_training
+
+    truth = np.array([[0, 0, 10, 10], [0, 0, 2, 2], [0, 0, 4, 4]], np.float32)
+    predicted = np.array([[0, 0, 10, 10], [1, 1, 3, 3], [8, 8, 9, 9]], np.float32)  # 1, 1/7, 0
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    result = bbox_training.box_metrics(
+        predicted, truth, scores=scores, labels=np.array([0, 0, 1]), num_classes=2
+    )
+    assert result["mean_iou"] == pytest.approx((1 + 1 / 7) / 3)
+    assert result["iou_above_0.5"] == result["iou_above_0.75"] == pytest.approx(1 / 3)
+    assert result["num_images"] == 3 and result["class_accuracy"] == pytest.approx(1 / 3)
+    assert result["confusion"] == [[1, 1], [1, 0]]  # rows: true class, columns: predicted
