@@ -143,12 +143,12 @@ def ensure_trunk(path: Path, **options: Any) -> tuple[dict[str, Tensor], dict[st
     Returns ``(state_dict, info, cached)``; ``info["seconds"]`` is the pretraining's own time,
     whether it ran now or when the file was written.
     """
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+    from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    if path.is_file():  # a corrupt cache file is one clear error line, not a traceback
+        saved = load_checkpoint(path)
         return saved["trunk"], saved["info"], True
     state, info = pretrain_trunk(**options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    torch.save({"trunk": state, "info": info, "options": options}, temp)
-    temp.replace(path)
+    save_checkpoint({"trunk": state, "info": info, "options": options}, path)
     return state, info, False

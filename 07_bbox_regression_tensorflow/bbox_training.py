@@ -38,6 +38,7 @@ from bbox_models import keras, tf
 
 from detseg import settings
 from detseg.boxes import paired_box_iou
+from detseg.data.download import sha256_of
 from detseg.data.types import DetectionDataset
 from detseg.engine.checkpoint import atomic_write_text, copy_atomic
 from detseg.errors import UserError
@@ -363,11 +364,9 @@ def pretraining_data(
 
 
 def image_digests(dataset: DetectionDataset) -> dict[str, str]:
-    """``{SHA-1 of the image file's bytes: file name}`` of every record (same bytes, same image)."""
-    return {
-        hashlib.sha1(dataset.image_path(r).read_bytes()).hexdigest(): r.file_name
-        for r in dataset.records
-    }
+    """``{SHA-256 of the image file's bytes: file name}`` of every record (same bytes, same
+    image)."""
+    return {sha256_of(dataset.image_path(r)): r.file_name for r in dataset.records}
 
 
 def check_disjoint(
