@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from detseg.data.imageio import read_image
+from detseg.data.pretraining import ShapeCrops
 from detseg.data.types import DetectionDataset
 
 PRETRAIN_TASKS = {
@@ -52,43 +53,6 @@ def _normalise(images: Tensor) -> Tensor:
 def mirror_box(box: Tensor) -> Tensor:
     """``[4]`` xyxy normalised -> the box of the image mirrored left-right."""
     return torch.stack([1 - box[2], box[1], 1 - box[0], box[3]])
-
-
-class ShapeCrops(Dataset):
-    """Shapes cut out of built-in ``shapes`` scenes (their box plus a random margin of context),
-    resized to ``side`` x ``side``: a 5-class classification set (circle, triangle, ...).
-
-    Every crop is cut once at construction (uint8, ``side`` x ``side``), each image read once.
-    ``flip``: each item mirrored left-right with probability 1/2 (torch's global generator).
-    """
-
-    def __init__(
-        self, dataset: DetectionDataset, side: int = 64, seed: int = 0, *, flip: bool = False
-    ) -> None:
-        rng = np.random.default_rng(seed)
-        crops, labels = [], []
-        for record in dataset.records:
-            image = read_image(dataset.image_path(record))
-            for (x1, y1, x2, y2), label in zip(record.boxes, record.labels):
-                w, h = x2 - x1, y2 - y1
-                m = rng.uniform(0.05, 0.4, size=4)
-                left, top = int(max(0, x1 - m[0] * w)), int(max(0, y1 - m[1] * h))
-                right = int(min(record.width, x2 + m[2] * w)) + 1
-                bottom = int(min(record.height, y2 + m[3] * h)) + 1
-                crops.append(letterless_resize(image[top:bottom, left:right], side))
-                labels.append(int(label))
-        self.crops = np.stack(crops)  # [N, side, side, 3] uint8
-        self.labels = torch.tensor(labels)
-        self.flip = flip
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        crop = torch.from_numpy(self.crops[index]).permute(2, 0, 1)
-        if self.flip and bool(torch.rand(()) < 0.5):
-            crop = crop.flip(-1)
-        return _normalise(crop), self.labels[index]
 
 
 class WholeImages(Dataset):
@@ -134,8 +98,9 @@ def pretrain_sets(
     if task == "shape_crops":
         shapes = {split: recipes.load("shapes", split=split, num_images=num_images)
                   for split in ("train", "val")}  # fmt: skip
-        train = ShapeCrops(shapes["train"], seed=seed, flip=flip)
-        return train, ShapeCrops(shapes["val"], seed=seed + 1), 5
+        norm = {"mean": BACKBONES["small"]["mean"], "std": BACKBONES["small"]["std"]}
+        train = ShapeCrops(shapes["train"], seed=seed, flip=flip, **norm)  # the core's crops
+        return train, ShapeCrops(shapes["val"], seed=seed + 1, **norm), 5
     # other images of the same three classes, drawn with data seed 1: never the detector's images
     images = recipes.load("single_object", seed=1, num_images=num_images)
     indices = np.random.default_rng(seed).permutation(len(images))

@@ -25,42 +25,18 @@ from typing import Any
 
 import torch
 from detection_zoo import mobilenet_v3_for_ssdlite
-from single_object_pretraining import ShapeCrops, train_steps
+from single_object_pretraining import train_steps
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-PRETRAIN_DATA_SEED = 1  # the detector's built-in shapes are data seed 0
-
-
-class SSDCrops(Dataset):
-    """Shape crops (:class:`single_object_pretraining.ShapeCrops`, cut once, uint8) in SSDlite's
-    input normalisation ``(x - 0.5) / 0.5``: items ``(float [3, side, side], label)``."""
-
-    def __init__(self, dataset: Any, side: int, seed: int, *, flip: bool) -> None:
-        crops = ShapeCrops(dataset, side=side, seed=seed)
-        self.crops = torch.from_numpy(crops.crops).permute(0, 3, 1, 2).contiguous()  # [N, 3, S, S]
-        self.labels = crops.labels
-        self.flip = flip
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        crop = self.crops[index]
-        if self.flip and bool(torch.rand(()) < 0.5):
-            crop = crop.flip(-1)
-        return (crop.float() / 255.0 - 0.5) / 0.5, self.labels[index]
+from detseg.data.pretraining import PRETRAIN_DATA_SEED, ShapeCrops, shape_crop_sets
 
 
-def crop_sets(num_images: int | None, seed: int, side: int) -> tuple[SSDCrops, SSDCrops, int]:
+def crop_sets(num_images: int | None, seed: int, side: int) -> tuple[ShapeCrops, ShapeCrops, int]:
     """``(train, held_out, num_classes)``: crops of the train / val scenes of ``shapes`` with data
-    seed :data:`PRETRAIN_DATA_SEED` (``num_images`` scenes in all; None: the recipe's 1000)."""
-    from detseg.data import recipes
-
-    scenes = {split: recipes.load("shapes", split=split, seed=PRETRAIN_DATA_SEED,
-                                  num_images=num_images) for split in ("train", "val")}  # fmt: skip
-    train = SSDCrops(scenes["train"], side, seed, flip=True)
-    return train, SSDCrops(scenes["val"], side, seed + 1, flip=False), len(scenes["train"].classes)
+    seed :data:`PRETRAIN_DATA_SEED` (``num_images`` scenes in all; None: the recipe's 1000), in
+    SSDlite's input normalisation ``(x - 0.5) / 0.5`` (:func:`detseg.data.pretraining.shape_crop_sets`)."""
+    return shape_crop_sets(num_images, seed, side, mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 class TrunkClassifier(nn.Module):
