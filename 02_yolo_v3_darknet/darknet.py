@@ -121,10 +121,21 @@ class Darknet(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """images float [B, 3, H, W] in [0, 1] (H, W multiples of 32) -> raw [yolo] inputs."""
+        return self._run(images, len(self.layers))[1]
+
+    def features(self, images: Tensor, layers: int) -> Tensor:
+        """The output of layer ``layers - 1`` after running the first ``layers`` layers (what the
+        layers of a partial ``<cfg>.conv.<layers>`` file compute), e.g. [B, 512, H/32, W/32] for
+        YOLOv3-tiny's first 15."""
+        if not 0 < layers <= len(self.layers):
+            raise ValueError(f"layers must be in 1..{len(self.layers)}, got {layers}")
+        return self._run(images, layers)[0]
+
+    def _run(self, images: Tensor, stop: int) -> tuple[Tensor, list[Tensor]]:
         saved: dict[int, Tensor] = {}
         outputs: list[Tensor] = []
         x = images
-        for index, (kind, module) in enumerate(zip(self.kinds, self.layers)):
+        for index, (kind, module) in enumerate(zip(self.kinds[:stop], self.layers[:stop])):
             if kind == "route":
                 parts = [saved[s] for s in self.sources[index]]
                 x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
@@ -137,7 +148,7 @@ class Darknet(nn.Module):
                 x = module(x)
             if self.keep[index]:
                 saved[index] = x
-        return outputs
+        return x, outputs
 
     def decode(self, raws: Sequence[Tensor]) -> Tensor:
         """Raw outputs -> [B, N, 5 + C] (``cx, cy, w, h`` input pixels, objectness, class
@@ -192,27 +203,53 @@ def read_header(data: bytes) -> tuple[tuple[int, int, int], int, int]:
     return (major, minor, revision), int(np.frombuffer(data[12:16], dtype="<i4")[0]), 16
 
 
-def load_weights(model: Darknet, path: str | Path) -> dict[str, Any]:
+def partial_layers(path: str | Path) -> int | None:
+    """N of a partial weights file named darknet's way, ``<anything>.conv.<N>`` (e.g.
+    ``yolov3-tiny.conv.15``: the first 15 layers); None for any other name."""
+    prefix, _, suffix = Path(path).name.rpartition(".conv.")
+    return int(suffix) if prefix and suffix.isdigit() else None
+
+
+def _prefix_floats(model: Darknet, layers: int) -> int:
+    """float32 numbers of the first ``layers`` layers."""
+    return sum(layer.params for layer in model.spec.layers[:layers])
+
+
+def load_weights(model: Darknet, path: str | Path, *, layers: int | None = None) -> dict[str, Any]:
     """Fill ``model`` from a darknet .weights file; strict about the size.
 
+    Args:
+        layers: read a *partial* file (darknet's ``partial`` command): only the first ``layers``
+            layers are in it and are filled; the rest of ``model`` is left as it is.
+            Default: the whole cfg.
     Returns:
-        ``{"version": (major, minor, revision), "seen": images seen}``.
+        ``{"version": (major, minor, revision), "seen": images seen, "layers": layers read}``.
     Raises:
-        UserError: missing file, or a size other than the cfg implies (both sizes named).
+        UserError: missing file, ``layers`` outside the cfg, or a size other than the cfg (or its
+            first ``layers`` layers) implies (both sizes named).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError("weights file not found", path=path, fix="pass a darknet .weights file")
+    name = Path(model.spec.path).name
+    total = len(model.spec.layers)
+    layers = total if layers is None else layers
+    if not 0 < layers <= total:
+        raise UserError(
+            f"a partial file of {layers} layers, but {name} has {total}", path=path,
+            fix=f"cut it with 1..{total} layers (darknet partial CFG WEIGHTS OUT N)",
+        )  # fmt: skip
     data = path.read_bytes()
     try:
         version, seen, header = read_header(data)
     except ValueError:
         header, version, seen = 20, (0, 0, 0), 0
-    floats = model.spec.num_params
+    floats = _prefix_floats(model, layers)
     expected = header + 4 * floats
     if len(data) != expected:
+        what = name if layers == total else f"the first {layers} layers of {name}"
         raise UserError(
-            f"weights file has {len(data):,} bytes but {Path(model.spec.path).name} implies "
+            f"weights file has {len(data):,} bytes but {what} implies "
             f"{expected:,} ({header}-byte header + {floats:,} float32)",
             path=path,
             fix="use the weights trained with this cfg (same layers, filters and classes)",
@@ -220,26 +257,43 @@ def load_weights(model: Darknet, path: str | Path) -> dict[str, Any]:
     values = np.frombuffer(data, dtype="<f4", offset=header)
     position = 0
     with torch.no_grad():
-        for layer in model.conv_layers():
+        for layer in model.conv_layers()[: _conv_count(model, layers)]:
             for tensor in _conv_arrays(layer):
                 count = tensor.numel()
                 chunk = values[position : position + count].reshape(tensor.shape)
                 tensor.copy_(torch.from_numpy(chunk.copy()))
                 position += count
     assert position == floats
-    return {"version": version, "seen": seen}
+    return {"version": version, "seen": seen, "layers": layers}
+
+
+def _conv_count(model: Darknet, layers: int) -> int:
+    """How many [convolutional] layers are among the first ``layers``."""
+    return sum(kind == "convolutional" for kind in model.kinds[:layers])
 
 
 def save_weights(
-    model: Darknet, path: str | Path, *, seen: int = 0, version: tuple[int, int, int] = (0, 2, 0)
+    model: Darknet,
+    path: str | Path,
+    *,
+    seen: int = 0,
+    version: tuple[int, int, int] = (0, 2, 0),
+    layers: int | None = None,
 ) -> Path:
-    """Write ``model`` as a darknet .weights file (the 20-byte header of format 0.2)."""
+    """Write ``model`` as a darknet .weights file (the 20-byte header of format 0.2).
+
+    ``layers``: only the first ``layers`` layers, as darknet's ``partial`` command writes them
+    (``darknet partial cfg/yolov3-tiny.cfg yolov3-tiny.weights yolov3-tiny.conv.15 15``).
+    """
     if version[0] * 10 + version[1] < 2:
         raise ValueError("only the 64-bit 'seen' header (version >= 0.2) is written")
+    layers = len(model.layers) if layers is None else layers
+    if not 0 < layers <= len(model.layers):
+        raise ValueError(f"layers must be in 1..{len(model.layers)}, got {layers}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [np.asarray(version, dtype="<i4").tobytes(), np.asarray([seen], dtype="<i8").tobytes()]
-    for layer in model.conv_layers():
+    for layer in model.conv_layers()[: _conv_count(model, layers)]:
         for tensor in _conv_arrays(layer):
             parts.append(tensor.detach().cpu().numpy().astype("<f4").tobytes())
     temp = path.with_name(path.name + ".tmp")

@@ -3,12 +3,17 @@
     python 02_yolo_v3_darknet/train.py                         # yolov3-tiny, built-in shapes (YOLO layout)
     python 02_yolo_v3_darknet/train.py --data-path my/data.yaml --cfg yolov3 --image-size 416
     python 02_yolo_v3_darknet/train.py --weights runs/.../yolov3-tiny-custom.weights   # fine-tune
+    python 02_yolo_v3_darknet/train.py --weights yolov3-tiny.conv.15   # first 15 layers only
+    python 02_yolo_v3_darknet/train.py --backbone-pretraining none     # from random weights
     python 02_yolo_v3_darknet/train.py --resume                # continue <output-dir>/last.pt exactly
     python 02_yolo_v3_darknet/train.py --dry-run               # one batch end to end
 
 The cfg is adapted to the dataset's classes (``filters = 3 x (5 + classes)`` before each [yolo],
 ``classes=`` in each [yolo]) and, by default, its anchors come from k-means (1 - IoU) on the
-training boxes. Every epoch: the YOLOv3 loss through the core engine, COCO box AP on the validation
+training boxes. By default the first 15 layers start from ``yolov3-tiny.conv.15``, darknet's
+partial weights file, here pretrained offline on shape crops of other scenes
+(:mod:`darknet_pretraining`, cached under ``runs/``; its seconds are reported apart, not counted in
+``--time-budget``, like downloaded ImageNet weights). Every epoch: the YOLOv3 loss through the core engine, COCO box AP on the validation
 split, ``last.pt`` / ``best.pt`` (by mAP@0.5). At the end the model is also written in darknet's own
 format, ``<run>/<cfg>-custom.cfg`` and ``.weights``, read back and checked to give identical outputs,
 so darknet and OpenCV DNN can run it.
@@ -20,12 +25,14 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from darknet import Darknet, count_parameters, load_weights
+from darknet import Darknet, count_parameters, load_weights, partial_layers
 from darknet_cfg import OFFICIAL_CFGS, parse_cfg_text
+from darknet_pretraining import PARTIAL_LAYERS, PretrainConfig, ensure_partial, partial_path
 from yolo_loss import LossConfig
 from yolo_training import (
     build_custom_model,
@@ -36,6 +43,7 @@ from yolo_training import (
     save_darknet,
 )
 
+from detseg import settings
 from detseg.cli.common import (
     HelpFormatter,
     add_standard_args,
@@ -61,6 +69,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfg", default="yolov3-tiny", choices=list(OFFICIAL_CFGS),
                         help="base architecture; adapted to the dataset's classes")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=192, help="square input side (x 32)")
+    parser.add_argument(
+        "--backbone-pretraining", choices=("shape_crops", "none"), default="shape_crops",
+        help="shape_crops: start the first layers from <cfg>.conv.N (yolov3-tiny: 15), darknet's "
+        "partial weights, pretrained here on shape crops of other built-in scenes (data seed 1) "
+        "and cached in the runs folder (its time is reported apart, like downloaded weights); "
+        "none: random weights. --weights replaces it",
+    )  # fmt: skip
+    parser.add_argument("--pretrain-epochs", type=int, default=PretrainConfig.epochs,
+                        help="epochs of that pretraining")  # fmt: skip
     parser.add_argument(
         "--anchors", choices=("kmeans", "cfg"), default="kmeans",
         help="k-means (1 - IoU) anchors of the training boxes, or the cfg's COCO anchors",
@@ -115,6 +132,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             )
     if args.cls_weight < 0:
         raise UserError(f"--cls-weight must be >= 0, got {args.cls_weight}", fix="e.g. 1 or 4")
+    if args.pretrain_epochs < 1:
+        raise UserError(f"--pretrain-epochs must be >= 1, got {args.pretrain_epochs}", fix="e.g. 6")
     if args.warmup_iters < 0:
         raise UserError(f"--warmup-iters must be >= 0, got {args.warmup_iters}", fix="e.g. 50")
     if args.time_budget != 0:
@@ -125,9 +144,12 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def load_start_weights(model: Darknet, path: Path) -> None:
-    """``--weights``: a darknet .weights file of the adapted cfg, or a checkpoint of this script."""
-    if path.suffix == ".weights":
-        load_weights(model, path)
+    """``--weights``: a partial darknet file ``<name>.conv.N`` (the first N layers, strict about
+    the size they imply), a darknet .weights file of the adapted cfg, or a checkpoint of this
+    script."""
+    layers = partial_layers(path)
+    if layers is not None or path.suffix == ".weights":
+        load_weights(model, path, layers=layers)
         return
     state = model_state(load_checkpoint(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -143,10 +165,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train; returns the engine's result plus ``eval`` (last epoch), ``parameters``,
     ``train_time_s``, the darknet files written and their round-trip difference."""
     args = validate_args(get_args_parser().parse_args(argv))
-    seed_everything(args.seed)
     device = select_device(args.device)
     num_images = args.num_images or (16 if args.dry_run else None)
     splits = load_splits(args.data_path, num_images=num_images, seed=args.seed)
+    start_weights, pretraining = start_weights_of(args, splits)
+    seed_everything(args.seed)  # after the pretraining: the same detector run, cached or not
     anchors = (
         dataset_anchors(splits.train, args.cfg, args.image_size, args.seed)
         if args.anchors == "kmeans"
@@ -156,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.cfg, len(splits.classes), anchors=anchors, image_size=args.image_size,
         scale_xy=2.0 if args.assign == "yolov5" else 1.0,
     )  # fmt: skip
-    if args.weights is not None:
-        load_start_weights(model, args.weights)
+    if start_weights is not None:
+        load_start_weights(model, start_weights)
     augment = YoloAugment(
         mosaic=args.mosaic, hflip=args.hflip, hsv=tuple(args.hsv), scale=(0.75, 1.25)
     )
@@ -172,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "classes": splits.classes,
         "anchors": model.anchors,
         "num_classes": len(splits.classes),
+        "start_weights": None if start_weights is None else str(start_weights),
     }
     log(
         f"{args.cfg} for {len(splits.classes)} classes {splits.classes}: "
@@ -198,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **kwargs,
     )
     result["train_time_s"] = time.perf_counter() - start
+    result["pretrain_s"] = float(pretraining.get("seconds", 0.0))
+    result["backbone_pretraining"] = pretraining
+    result["start_weights"] = config["start_weights"]
     result["eval"] = dict(result["history"][-1].get("eval", {})) if result["history"] else {}
     result["parameters"] = count_parameters(model)
     output_dir = Path(result["output_dir"])
@@ -205,11 +232,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["darknet_files"] = [str(cfg_path), str(weights_path)]
     result["weights_roundtrip_max_diff"] = roundtrip_difference(model, cfg_text, weights_path)
     log(
-        f"done in {result['train_time_s']:.0f} s: mAP@0.5 {result['eval'].get('mAP50', 0):.3f}, "
+        f"done in {result['train_time_s']:.0f} s (+ {result['pretrain_s']:.0f} s of backbone "
+        f"pretraining, not counted): mAP@0.5 {result['eval'].get('mAP50', 0):.3f}, "
         f"mAP {result['eval'].get('mAP', 0):.3f}; darknet files {cfg_path.name}, "
         f"{weights_path.name} in {output_dir}"
     )
     return result
+
+
+def start_weights_of(args: argparse.Namespace, splits: Any) -> tuple[Path | None, dict[str, Any]]:
+    """The file the model starts from: ``--weights``, else the cached (or now pretrained)
+    ``<cfg>.conv.N`` of ``--backbone-pretraining shape_crops``, else None (random weights);
+    with the pretraining's info (``seconds``, ``crop_accuracy``, ``cached``; ``{}`` if none)."""
+    if args.weights is not None:
+        return args.weights, {}
+    if args.backbone_pretraining == "none":
+        return None, {}
+    config = PretrainConfig(cfg=args.cfg, layers=PARTIAL_LAYERS[args.cfg],
+                            epochs=args.pretrain_epochs, seed=args.seed)  # fmt: skip
+    if args.dry_run or settings.smoke_mode():  # a few steps on a few scenes: checks the path
+        config = replace(config, num_images=16, epochs=1, max_steps=2)
+    path, info = ensure_partial(
+        partial_path(settings.runs_root(), config), config,
+        held_out={"detector train": splits.train, "detector val": splits.val}, log=log,
+    )  # fmt: skip
+    log(f"start: {path} ({'cached' if info['cached'] else 'pretrained now'}; its pretraining took "
+        f"{info['seconds']:.0f} s, held-out crop accuracy {info['crop_accuracy']:.3f})")  # fmt: skip
+    return path, {**info, "path": str(path)}
 
 
 def roundtrip_difference(model: Darknet, cfg_text: str, weights_path: Path) -> float:

@@ -126,7 +126,7 @@ def test_weights_round_trip_and_strict_size(tmp_path: Path) -> None:
     assert read_header(path.read_bytes()[:20]) == ((0, 2, 0), 1234, 20)
     fresh = build_model("yolov3-tiny", size=64).eval()
     info = load_weights(fresh, path)
-    assert info == {"version": (0, 2, 0), "seen": 1234}
+    assert info == {"version": (0, 2, 0), "seen": 1234, "layers": 24}
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         for ours, theirs in zip(model(images), fresh(images)):
