@@ -73,6 +73,10 @@ class YoloSamples(Dataset):
             epochs see single letterboxed images, the evaluation's scale (YOLOX's "close mosaic").
             None: mosaic in every epoch.
         seed: base seed of the per-sample generators; the engine calls :meth:`set_epoch`.
+        mosaic_size: side of every sample in the mosaic epochs (``mosaic_epochs``; all epochs
+            when it is None); the later epochs use ``image_size``. None: ``image_size`` throughout.
+            Smaller mosaic epochs are cheaper (progressive resizing: the bulk of training at a low
+            resolution, the last epochs at the evaluation's).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class YoloSamples(Dataset):
         flip: float = 0.5,
         mosaic_epochs: int | None = None,
         seed: int = 0,
+        mosaic_size: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.image_size = image_size
@@ -95,6 +100,7 @@ class YoloSamples(Dataset):
         self.flip = flip
         self.mosaic_epochs = mosaic_epochs
         self.seed = seed
+        self.mosaic_size = mosaic_size
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {}
 
@@ -130,20 +136,22 @@ class YoloSamples(Dataset):
             "size": (record.height, record.width),
         }
         rng = sample_rng(self.seed, self.epoch, index)
-        mosaic = self.mosaic
+        mosaic, size = self.mosaic, self.image_size
         if self.mosaic_epochs is not None and self.epoch > self.mosaic_epochs:
             mosaic = 0.0
+        elif self.augment and self.mosaic_size is not None:
+            size = self.mosaic_size
         if self.augment and rng.random() < mosaic:
             picks = [index] + [int(i) for i in rng.integers(0, len(self.dataset), 3)]
             parts = [self._raw(i) for i in picks]
             image, boxes, labels = random_mosaic(
                 rng, [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts],
-                size=self.image_size,
+                size=size,
             )  # fmt: skip
             meta.update(scale=1.0, pad=(0.0, 0.0))
         else:
             image, boxes, labels = self._raw(index)
-            image, scale, pad = letterbox(image, self.image_size)
+            image, scale, pad = letterbox(image, size)
             boxes = letterbox_boxes(boxes, scale, pad)
             meta.update(scale=scale, pad=pad)
         if self.augment:

@@ -52,16 +52,39 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+class CosineFactor:
+    """The lr factor of step ``t``: 1 for the first ``hold_steps`` (the first epoch, the warm-up),
+    then a cosine from 1 to ``final_fraction`` at ``total_steps`` (the authors' ``one_cycle`` over
+    the epochs after the first).
+
+    A callable object, not a function: ``LambdaLR.state_dict()`` saves its attributes, so a
+    checkpoint holds ``total_steps`` and ``--resume`` continues the same curve, also after a time
+    budget shortened it (``yolov7_budget``). Holding the first epoch flat makes that epoch the same
+    whatever the schedule's length, so a run whose length is decided after it equals the run given
+    that length from the start.
+    """
+
+    def __init__(self, total_steps: int, hold_steps: int, final_fraction: float = 0.01) -> None:
+        self.total_steps, self.hold_steps = int(total_steps), int(hold_steps)
+        self.final_fraction = float(final_fraction)
+
+    def __call__(self, step: int) -> float:
+        span = self.total_steps - self.hold_steps
+        if step <= self.hold_steps or span <= 0:
+            return 1.0
+        progress = min(step - self.hold_steps, span) / span
+        return 1 + (self.final_fraction - 1) * (1 - math.cos(math.pi * progress)) / 2
+
+
 def cosine_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, final_fraction: float = 0.01
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    final_fraction: float = 0.01,
+    hold_steps: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step cosine decay from the base lr to ``final_fraction`` x it (the authors' ``one_cycle``);
+    """Per-step :class:`CosineFactor` schedule (one factor object shared by every parameter group);
     the engine's linear warm-up multiplies the first steps on top."""
-    total = max(1, total_steps)
-
-    def factor(step: int) -> float:
-        return ((1 - math.cos(min(step, total) * math.pi / total)) / 2) * (final_fraction - 1) + 1
-
+    factor = CosineFactor(max(1, total_steps), hold_steps, final_fraction)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 

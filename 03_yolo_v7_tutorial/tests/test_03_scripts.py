@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yolov7_budget
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from yolov7_data import YoloSamples, collate, read_split
-from yolov7_training import evaluate
+from yolov7_training import CosineFactor, cosine_schedule, evaluate
 
 from detseg.data.formats import coco
 from detseg.engine.checkpoint import load_checkpoint
@@ -103,28 +104,107 @@ def test_resume_continues_exactly(script, tmp_path, monkeypatch, straight):
     assert_same_run(resumed, tmp_path / "b", straight)
 
 
-def test_time_budget_stops_early_then_resume_equals_the_full_run(
-    script, tmp_path, capsys, straight
+class EvaluationClock:
+    """A fake ``yolov7_budget.clock``: each evaluation (one per epoch) advances it by the next of
+    ``epoch_s`` seconds, so the budget sees those epoch times whatever the machine's speed."""
+
+    def __init__(self, train, monkeypatch, epoch_s: list[float], die_at: int | None = None):
+        self.now, self.calls, self.epoch_s, self.die_at = 0.0, 0, list(epoch_s), die_at
+        real = train.evaluate
+
+        def timed(*args, **kwargs):
+            self.calls += 1
+            if self.calls == self.die_at:
+                raise KeyboardInterrupt  # killed at the end of this epoch, before its checkpoint
+            self.now += self.epoch_s[min(self.calls, len(self.epoch_s)) - 1]
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(train, "evaluate", timed)
+        monkeypatch.setattr(yolov7_budget, "clock", lambda: self.now)
+
+
+def test_fit_schedule_by_hand():
+    # this VM: ~97 s per default epoch, 10 min: 600 x 0.97 / 97 = 6.0 -> 6 epochs, mosaic to 4
+    plan = yolov7_budget.fit_schedule(97.0, 600.0, epochs=8, close_mosaic=2)
+    assert (plan.epochs, plan.mosaic_epochs, plan.requested_epochs) == (6, 4, 8)
+    assert yolov7_budget.fit_schedule(97.1, 600.0, 8, 2).epochs == 5  # 5.99 does not round up
+    assert yolov7_budget.fit_schedule(50.0, 600.0, 8, 2).epochs == 8  # never more than --epochs
+    slow = yolov7_budget.fit_schedule(900.0, 600.0, 8, 2)  # epoch 1 alone overran the budget
+    assert (slow.epochs, slow.mosaic_epochs) == (1, 1)  # the first epoch always keeps mosaic
+    assert yolov7_budget.fit_schedule(100.0, 600.0, 8, 0).mosaic_epochs == 5
+    line = plan.describe()
+    assert "epoch 1 took 97.0 s" in line and "6 of the 8 --epochs fit" in line
+    assert "cosine lr ends at epoch 6, no mosaic in epochs 5-6" in line
+
+
+def test_cosine_factor_holds_the_first_epoch_then_anneals_and_is_checkpointed():
+    factor = CosineFactor(total_steps=30, hold_steps=10, final_fraction=0.01)
+    assert [factor(t) for t in (0, 5, 10)] == [1.0, 1.0, 1.0]
+    assert factor(20) == pytest.approx(0.505) and factor(30) == pytest.approx(0.01)
+    assert factor(45) == pytest.approx(0.01)  # flat after the end
+    assert all(factor(t) > factor(t + 1) for t in range(10, 30))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = cosine_schedule(optimizer, 30, 0.01, hold_steps=10)
+    scheduler.lr_lambdas[0].total_steps = 20  # what a budget does
+    state = scheduler.state_dict()
+    restored = cosine_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 30)
+    restored.load_state_dict(state)  # --resume: the checkpoint's curve, not the flags'
+    assert restored.lr_lambdas[0].total_steps == 20 and restored.lr_lambdas[0].hold_steps == 10
+
+
+def test_time_budget_fits_the_schedule_and_equals_the_shorter_run(
+    script, tmp_path, capsys, monkeypatch, straight
 ):
-    """--time-budget (detseg.engine.budget): a budget spent by epoch 1 stops a 2-epoch run there,
-    with a note; --resume then trains only epoch 2 and ends where the uninterrupted run ends (the
-    cosine schedule spans all --epochs either way)."""
+    """Epochs of 100 s (fake clock) and 3.5 min: 2 of 4 epochs fit (210 x 0.97 / 100 = 2.04). The
+    cosine and the closing of mosaic move to epoch 2, and the run is the uninterrupted
+    ``--epochs 2`` run bit for bit (the first epoch does not depend on the schedule's length)."""
     train = script("train")
-    out = tmp_path / "budget"
-    stopped = train.main(
-        [*SHORT, "--epochs", "2", "--output-dir", str(out), "--time-budget", "1e-6"]
+    EvaluationClock(train, monkeypatch, [100.0])
+    out = tmp_path / "fitted"
+    result = train.main([*SHORT, "--epochs", "4", "--output-dir", str(out), "--time-budget", "3.5"])
+    assert result["schedule"]["epochs"] == 2 and result["epochs_run"] == 2
+    assert "stopped_early" not in result
+    assert "2 of the 4 --epochs fit" in capsys.readouterr().err
+    assert (
+        json.loads((out / "metrics.json").read_text())["config"]["schedule"] == result["schedule"]
     )
-    assert stopped["stopped_early"] and stopped["epochs_run"] == 1
-    assert "stopped after epoch 1 of 2" in capsys.readouterr().err
-    assert load_checkpoint(out / "last.pt")["epoch"] == 1
-    torch.testing.assert_close(
-        stopped["history"][0]["train"]["loss"], straight[0]["history"][0]["train"]["loss"]
-    )
-    resumed = train.main(
-        [*SHORT, "--epochs", "2", "--output-dir", str(out), "--resume", "--time-budget", "60"]
-    )
-    assert "stopped_early" not in resumed and resumed["epochs_run"] == 2
+    assert_same_run(result, out, straight)
+
+
+def test_resume_follows_the_fitted_schedule_exactly(script, tmp_path, monkeypatch, straight):
+    """Killed in epoch 2 of a schedule fitted to 2 of 4 epochs, then resumed with a budget that
+    would fit all 4 (or with none): the run follows the plan in its checkpoint and ends where the
+    uninterrupted 2-epoch run ends."""
+    train = script("train")
+    out = tmp_path / "killed"
+    args = [*SHORT, "--epochs", "4", "--output-dir", str(out)]
+    EvaluationClock(train, monkeypatch, [100.0], die_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*args, "--time-budget", "3.5"])
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["epoch"] == 1 and checkpoint["config"]["schedule"]["epochs"] == 2
+    assert checkpoint["lr_scheduler"]["lr_lambdas"][0]["total_steps"] == 2 * 3
+    EvaluationClock(train, monkeypatch, [100.0])
+    resumed = train.main([*args, "--resume", "--time-budget", "60"])
+    assert resumed["epochs_run"] == 2 and resumed["schedule"]["epochs"] == 2
+    assert [h["steps"] for h in resumed["history"]] == [3, 3]
     assert_same_run(resumed, out, straight)
+    again = train.main([*args, "--resume"])  # no budget: the finished plan, nothing to train
+    assert again["epochs_run"] == 2 and again["history"] == resumed["history"]
+
+
+def test_time_budget_still_stops_when_later_epochs_are_slower(
+    script, tmp_path, capsys, monkeypatch
+):
+    """Epoch 1 takes 70 s: 3 epochs fit 4 min (240 x 0.97 / 70 = 3.3). Epoch 2 takes 130 s: 200 s
+    spent + the mean 100 s would end past 240 s, so the run stops after epoch 2 of 3."""
+    train = script("train")
+    EvaluationClock(train, monkeypatch, [70.0, 130.0])
+    out = tmp_path / "slower"
+    result = train.main([*SHORT, "--epochs", "4", "--output-dir", str(out), "--time-budget", "4"])
+    assert result["schedule"]["epochs"] == 3 and result["stopped_early"]
+    assert result["epochs_run"] == 2 and load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert "stopped after epoch 2 of 3" in capsys.readouterr().err
 
 
 def test_train_with_auxiliary_head_end_to_end(script, tmp_path, monkeypatch):
