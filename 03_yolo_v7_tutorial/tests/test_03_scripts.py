@@ -132,6 +132,10 @@ def test_fit_schedule_by_hand():
     slow = yolov7_budget.fit_schedule(900.0, 600.0, 8, 2)  # epoch 1 alone overran the budget
     assert (slow.epochs, slow.mosaic_epochs) == (1, 1)  # the first epoch always keeps mosaic
     assert yolov7_budget.fit_schedule(100.0, 600.0, 8, 0).mosaic_epochs == 5
+    # mosaic epochs at 256 px, the 2 closing ones at 320 px cost (320 / 256)^2 = 1.5625 each:
+    # 582 / 53 = 10.98 units; 10 epochs need 8 + 3.125 = 11.125, 9 need 7 + 3.125 = 10.125
+    dearer = yolov7_budget.fit_schedule(53.0, 600.0, 10, 2, closing_cost=1.5625)
+    assert (dearer.epochs, dearer.mosaic_epochs) == (9, 7)
     line = plan.describe()
     assert "epoch 1 took 97.0 s" in line and "6 of the 8 --epochs fit" in line
     assert "cosine lr ends at epoch 6, no mosaic in epochs 5-6" in line
@@ -303,6 +307,24 @@ def test_close_mosaic_gives_the_evaluation_samples_in_the_last_epochs():
         assert torch.equal(image, expected_image)
         np.testing.assert_array_equal(targets, expected_targets)
         assert meta["scale"] == expected_meta["scale"] < 1.0
+
+
+def test_mosaic_epochs_at_a_smaller_side_then_the_evaluation_size():
+    """--mosaic-scale 0.8 (progressive resizing): mosaic epochs at 64 px, the closing ones at the
+    evaluation's 96 px, the same letterboxed samples as evaluation; 96 x 0.8 rounds to 64."""
+    train = load_script(FOLDER, "train")
+    assert [train.mosaic_size(s, 0.8) for s in (320, 192, 96, 64, 640)] == [256, 160, 64, 64, 512]
+    dataset = read_split(None, "val", num_images=40)
+    plain = YoloSamples(dataset, 96, augment=False)
+    samples = YoloSamples(dataset, 96, augment=True, mosaic=1.0, hsv=(0.0, 0.0, 0.0), flip=0.0,
+                          mosaic_epochs=1, mosaic_size=64)  # fmt: skip
+    samples.set_epoch(1)
+    image, targets, _ = samples[0]
+    assert image.shape == (3, 64, 64) and targets[:, 1:].max() <= 64
+    samples.set_epoch(2)
+    image, targets, _ = samples[0]
+    assert torch.equal(image, plain[0][0])
+    np.testing.assert_array_equal(targets, plain[0][1])
 
 
 def test_export_parity_without_and_with_nms(script, trained):
