@@ -59,8 +59,8 @@ def case_ort_vs_eager() -> dict[str, Any]:
 
 def case_summary() -> dict[str, Any]:
     """The README's training bar end to end: ``train.py`` with its defaults and ``--time-budget 10``
-    (the schedule fitted to the epochs that fit, ``yolov7_budget.py``)
-    (YOLOv7-tiny, 320 px, built-in set; bar mAP@0.5 >= 0.80 in <= 10 min), then ``export.py`` on its best checkpoint (fused, no NMS:
+    (YOLOv7-tiny, 320 px, built-in set; bar mAP@0.5 >= 0.80 in <= 10 min; the schedule fitted to
+    the epochs that fit, ``yolov7_budget.py``), then ``export.py`` on its best checkpoint (fused, no NMS:
     ONNX parity, eager vs ONNX Runtime per image). Smoke mode runs ``train.py --dry-run`` at 64 px
     on 8 images and ``export.py --dry-run``: the numbers then mean nothing.
 

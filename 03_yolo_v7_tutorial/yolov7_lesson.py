@@ -211,8 +211,12 @@ for level, stride in enumerate((8, 16, 32)):
 # `train.py` puts it together: the engine's loop with warm-up, a cosine learning rate, EMA of the
 # weights, COCO mAP@0.5 and mAP@0.5:0.95 on the validation split every epoch, `best.pt` /
 # `last.pt`. The last two epochs see no mosaic (`--close-mosaic 2`, from YOLOX): a mosaic shrinks
-# each scene to 0.5-1x, so the model ends on single images at the scale it is evaluated on. A short
-# run here (the README has the full one and its numbers):
+# each scene to 0.5-1x, so the model ends on single images at the scale it is evaluated on. The
+# mosaic epochs also run at 0.8x the side (`--mosaic-scale 0.8`: 160 px here, 256 px in the full
+# run), which costs about 0.7x per image on a CPU: progressive resizing, the bulk of training cheap
+# and the end at the evaluation's size. With `--time-budget 10` the first epoch is timed and the
+# whole schedule (cosine end, closing epochs) is fitted to the epochs that fit the 10 minutes
+# (`yolov7_budget.py`). A short run here (the README has the full one and its numbers):
 
 # %%
 run_dir = settings.runs_root() / "03_yolo_v7_tutorial" / "lesson"
@@ -227,9 +231,10 @@ for entry in result["history"]:
           f"mAP@0.5 {entry['eval']['map50']:.3f}, mAP@0.5:0.95 {entry['eval']['map']:.3f}")  # fmt: skip
 
 # %% [markdown]
-# Four epochs of 140 images at 192 px (72 steps) from random weights only start the detector: the
-# mAP above stays near zero and the stream below finds few objects, if any, above its threshold. The
-# README's full run (`train.py` defaults: 8 epochs of 420 images at 320 px) reaches mAP@0.5 0.59.
+# Four epochs of 140 images (two mosaic epochs at 160 px, two without mosaic at 192 px; 72 steps)
+# from random weights only start the detector: the mAP above stays near zero and the stream below
+# finds few objects, if any, above its threshold. The README's full run (`train.py --time-budget
+# 10`: 420 images, 320 px at the end) says how far ten minutes of CPU get from random weights.
 
 # %% [markdown]
 # ## 5. Export and real-time inference

@@ -16,7 +16,7 @@ from yolov7_data import YoloSamples, collate, read_split
 from yolov7_training import CosineFactor, cosine_schedule, evaluate
 
 from detseg.data.formats import coco
-from detseg.engine.checkpoint import load_checkpoint
+from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from detseg.errors import UserError
 from detseg.scripts import load_script
 
@@ -82,28 +82,6 @@ def assert_same_run(resumed: dict, path: Path, straight: tuple[dict, Path]) -> N
     assert resumed["history"][1]["eval"] == straight[0]["history"][1]["eval"]
 
 
-def test_resume_continues_exactly(script, tmp_path, monkeypatch, straight):
-    """Kill a 2-epoch run during epoch 2 (after epoch 1's checkpoint), resume it, and compare
-    with the same run never interrupted."""
-    train = script("train")
-    real_evaluate, calls = train.evaluate, []
-
-    def dying(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # killed at the end of epoch 2, before its checkpoint
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train, "evaluate", dying)
-    with pytest.raises(KeyboardInterrupt):
-        train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "b")])
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
-    resumed = train.main([*SHORT, "--epochs", "2", "--output-dir", str(tmp_path / "b"), "--resume"])
-    assert [h["steps"] for h in resumed["history"]] == [3, 3]  # the resumed process trained 3 steps
-    assert_same_run(resumed, tmp_path / "b", straight)
-
-
 class EvaluationClock:
     """A fake ``yolov7_budget.clock``: each evaluation (one per epoch) advances it by the next of
     ``epoch_s`` seconds, so the budget sees those epoch times whatever the machine's speed."""
@@ -156,58 +134,57 @@ def test_cosine_factor_holds_the_first_epoch_then_anneals_and_is_checkpointed():
     assert restored.lr_lambdas[0].total_steps == 20 and restored.lr_lambdas[0].hold_steps == 10
 
 
-def test_time_budget_fits_the_schedule_and_equals_the_shorter_run(
+def test_time_budget_fits_the_schedule_and_resume_follows_it_exactly(
     script, tmp_path, capsys, monkeypatch, straight
 ):
-    """Epochs of 100 s (fake clock) and 3.5 min: 2 of 4 epochs fit (210 x 0.97 / 100 = 2.04). The
-    cosine and the closing of mosaic move to epoch 2, and the run is the uninterrupted
-    ``--epochs 2`` run bit for bit (the first epoch does not depend on the schedule's length)."""
-    train = script("train")
-    EvaluationClock(train, monkeypatch, [100.0])
-    out = tmp_path / "fitted"
-    result = train.main([*SHORT, "--epochs", "4", "--output-dir", str(out), "--time-budget", "3.5"])
-    assert result["schedule"]["epochs"] == 2 and result["epochs_run"] == 2
-    assert "stopped_early" not in result
-    assert "2 of the 4 --epochs fit" in capsys.readouterr().err
-    assert (
-        json.loads((out / "metrics.json").read_text())["config"]["schedule"] == result["schedule"]
-    )
-    assert_same_run(result, out, straight)
-
-
-def test_resume_follows_the_fitted_schedule_exactly(script, tmp_path, monkeypatch, straight):
-    """Killed in epoch 2 of a schedule fitted to 2 of 4 epochs, then resumed with a budget that
-    would fit all 4 (or with none): the run follows the plan in its checkpoint and ends where the
-    uninterrupted 2-epoch run ends."""
+    """Epochs of 100 s (fake clock) and 3.5 min: 2 of 4 epochs fit (210 x 0.97 / 100 = 2.04), so
+    the cosine and the closing of mosaic move to epoch 2. Killed in epoch 2, then resumed with a
+    budget that would fit all 4 (or with none): the run follows the plan in its checkpoint and ends
+    bit for bit where the uninterrupted ``--epochs 2`` run ends (epoch 1 does not depend on the
+    schedule's length, and the resumed epoch 2 is exact)."""
     train = script("train")
     out = tmp_path / "killed"
     args = [*SHORT, "--epochs", "4", "--output-dir", str(out)]
     EvaluationClock(train, monkeypatch, [100.0], die_at=2)
     with pytest.raises(KeyboardInterrupt):
         train.main([*args, "--time-budget", "3.5"])
+    assert "2 of the 4 --epochs fit" in capsys.readouterr().err
     checkpoint = load_checkpoint(out / "last.pt")
     assert checkpoint["epoch"] == 1 and checkpoint["config"]["schedule"]["epochs"] == 2
     assert checkpoint["lr_scheduler"]["lr_lambdas"][0]["total_steps"] == 2 * 3
+    recorded = json.loads((out / "metrics.json").read_text())["config"]["schedule"]
+    assert recorded == checkpoint["config"]["schedule"]
     EvaluationClock(train, monkeypatch, [100.0])
     resumed = train.main([*args, "--resume", "--time-budget", "60"])
     assert resumed["epochs_run"] == 2 and resumed["schedule"]["epochs"] == 2
-    assert [h["steps"] for h in resumed["history"]] == [3, 3]
+    assert [h["steps"] for h in resumed["history"]] == [3, 3] and "stopped_early" not in resumed
     assert_same_run(resumed, out, straight)
     again = train.main([*args, "--resume"])  # no budget: the finished plan, nothing to train
     assert again["epochs_run"] == 2 and again["history"] == resumed["history"]
 
 
-def test_time_budget_still_stops_when_later_epochs_are_slower(
-    script, tmp_path, capsys, monkeypatch
-):
-    """Epoch 1 takes 70 s: 3 epochs fit 4 min (240 x 0.97 / 70 = 3.3). Epoch 2 takes 130 s: 200 s
-    spent + the mean 100 s would end past 240 s, so the run stops after epoch 2 of 3."""
-    train = script("train")
-    EvaluationClock(train, monkeypatch, [70.0, 130.0])
-    out = tmp_path / "slower"
-    result = train.main([*SHORT, "--epochs", "4", "--output-dir", str(out), "--time-budget", "4"])
-    assert result["schedule"]["epochs"] == 3 and result["stopped_early"]
-    assert result["epochs_run"] == 2 and load_checkpoint(out / "last.pt")["epoch"] == 2
+def test_time_budget_still_stops_when_later_epochs_are_slower(tmp_path, capsys, monkeypatch):
+    """The loop of ``train_fitted`` with a stand-in engine: epoch 1 takes 70 s, so 3 epochs fit
+    4 min (240 x 0.97 / 70 = 3.3); epoch 2 takes 130 s: 200 s spent + the mean 100 s would end
+    past 240 s, so the run stops after epoch 2 of 3, with a note."""
+    now, calls, applied = [0.0], [], []
+
+    def engine(model, loader, *, epochs, output_dir, stop_after_epoch=None, resume=False, **kw):
+        calls.append((epochs, stop_after_epoch, resume))
+        now[0] += {1: 70.0, 2: 130.0}[stop_after_epoch]
+        save_checkpoint({"epoch": stop_after_epoch, "config": dict(kw["config"])},
+                        output_dir / "last.pt")  # fmt: skip
+        return {"history": [{"epoch": e} for e in range(1, stop_after_epoch + 1)]}
+
+    monkeypatch.setattr(yolov7_budget, "train", engine)
+    monkeypatch.setattr(yolov7_budget, "clock", lambda: now[0])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    result = yolov7_budget.train_fitted(
+        None, None, epochs=4, budget_s=240.0, close_mosaic=2, apply_schedule=applied.append,
+        output_dir=tmp_path, lr_scheduler=cosine_schedule(optimizer, 40, hold_steps=10), config={},
+    )  # fmt: skip
+    assert applied == [3] and result["schedule"]["epochs"] == 3 and result["stopped_early"]
+    assert calls == [(4, 1, False), (3, 2, True)]  # epoch 1 of the request, then the plan's
     assert "stopped after epoch 2 of 3" in capsys.readouterr().err
 
 
