@@ -26,6 +26,7 @@ CASES = [
     Case("03-train-aux-head-tiny", TRAIN, ["--aux-head", "--dry-run"], "--aux-head"),
     Case("03-train-negative-budget", TRAIN, ["--time-budget", "-1", "--dry-run"], "--time-budget"),
     Case("03-train-zero-clip-grad", TRAIN, ["--clip-grad", "0", "--dry-run"], "--clip-grad"),
+    Case("03-train-mosaic-scale-0", TRAIN, ["--mosaic-scale", "0", "--dry-run"], "--mosaic-scale"),
     # train.py: datasets that are not a YOLO export
     Case(
         "03-train-missing-data-path",
