@@ -24,7 +24,8 @@
 # - **Framework**: PyTorch (training through the repository's engine), OpenCV DNN as the peer.
 # - **Dataset**: the built-in `shapes` data in its Roboflow YOLO export layout (`data.yaml`,
 #   `train/images`, `train/labels/*.txt`); any YOLO `data.yaml` works the same way.
-# - **Run time**: about 2 minutes on a 2-core CPU (the training cell is most of it); no GPU needed.
+# - **Run time**: about 2 minutes on a 2-core CPU (the training cell is most of it), plus 3.5 minutes
+#   the first time for the pretrained layers of section 7 (then cached); no GPU needed.
 #
 # Read first: [`notebooks/00_boxes_and_map`](../notebooks/00_boxes_and_map.ipynb) (IoU, NMS, mAP).
 
@@ -42,7 +43,7 @@ import torchvision
 from anchors import kmeans_anchors
 from darknet import build_model, load_weights, randomize, read_header, save_weights
 from darknet_cfg import OFFICIAL_CFGS, layer_table, parse_cfg
-from darknet_pretraining import PretrainConfig, ensure_partial
+from darknet_pretraining import PretrainConfig, ensure_partial, partial_path
 from yolo_loss import LossConfig
 from yolo_training import (
     build_custom_model,
@@ -245,15 +246,15 @@ plt.show()
 # classify the shapes cut out of *other* built-in scenes (data seed 1; `ensure_partial` checks on
 # the files' bytes that none of them is a training or validation image of the detector), with a
 # global average pool and a linear layer on top, then drop those and write the 15 layers with our
-# own writer. Like downloaded weights, this runs once and is cached (`train.py` does the same with
-# more crops and epochs).
+# own writer. Like downloaded weights, this runs once (about 3.5 minutes on 2 cores) and is cached
+# under `runs/`: this is `train.py`'s own file, so after a `train.py` run the cell only reads it.
 
 # %%
-pretrain = PretrainConfig(num_images=300, epochs=2)  # train.py: 1000 scenes, 6 epochs
+pretrain = PretrainConfig()  # train.py's: crops of 1000 other scenes, 6 epochs
 if SMOKE:
     pretrain = PretrainConfig(num_images=16, epochs=1, max_steps=2)
 partial, info = ensure_partial(
-    OUT / "yolov3-tiny.conv.15", pretrain,
+    partial_path(settings.runs_root(), pretrain), pretrain,
     held_out={"detector train": splits.train, "detector val": splits.val},
 )  # fmt: skip
 tiny_spec = parse_cfg("yolov3-tiny")
@@ -261,7 +262,8 @@ floats = sum(layer.params for layer in tiny_spec.layers[:15])
 assert partial.stat().st_size == 20 + 4 * floats
 print(f"{partial.name}: {partial.stat().st_size:,} bytes = 20-byte header + 4 x {floats:,} numbers "
       f"of layers 0-14 (the whole yolov3-tiny.weights: {tiny_spec.weights_bytes:,}); held-out crop "
-      f"accuracy {info['crop_accuracy']:.2f} after {info['seconds']:.0f} s")  # fmt: skip
+      f"accuracy {info['crop_accuracy']:.2f} after {info['seconds']:.0f} s of pretraining "
+      f"({'cached' if info['cached'] else 'now'})")  # fmt: skip
 
 # %% [markdown]
 # ## 8. Training YOLOv3-tiny on the shapes
@@ -300,7 +302,7 @@ for entry in result["history"]:
 # %% [markdown]
 # Six epochs of 240 images (180 steps) only start the detector, even from the pretrained layers:
 # the mAP above is low, and few boxes pass the 0.3 threshold of the pictures below. `train.py`'s
-# recipe (800 images at 192 px, 10 minutes, from a `yolov3-tiny.conv.15` pretrained longer)
+# recipe (800 images at 192 px, 10 minutes, from the same `yolov3-tiny.conv.15`)
 # reaches mAP@0.5 0.42, against 0.32 from random weights (README); the shapes are found before
 # they are told apart.
 
