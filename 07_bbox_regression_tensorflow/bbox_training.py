@@ -38,7 +38,7 @@ from bbox_models import keras, tf
 
 from detseg import settings
 from detseg.boxes import paired_box_iou
-from detseg.data.download import sha256_of
+from detseg.data.pretraining import PRETRAIN_DATA_SEED, check_disjoint
 from detseg.data.types import DetectionDataset
 from detseg.engine.checkpoint import atomic_write_text, copy_atomic
 from detseg.errors import UserError
@@ -330,8 +330,6 @@ def _cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-# the lessons' built-in images are data seed 0: the backbone learns on data seed 1, other images
-PRETRAIN_DATA_SEED = 1
 PRETRAIN_NUM_IMAGES = 1200  # as 04's pretraining: 960 trained on, 240 held out
 SMOKE_PRETRAIN_NUM_IMAGES = 16
 # the measured recipe (README): the scripts' and the lessons' defaults, so they share one cache file
@@ -361,38 +359,6 @@ def pretraining_data(
         name: replace(dataset, records=[dataset.records[int(i)] for i in part])
         for name, part in (("train", order[cut:]), ("val", order[:cut]))
     }
-
-
-def image_digests(dataset: DetectionDataset) -> dict[str, str]:
-    """``{SHA-256 of the image file's bytes: file name}`` of every record (same bytes, same
-    image)."""
-    return {sha256_of(dataset.image_path(r)): r.file_name for r in dataset.records}
-
-
-def check_disjoint(
-    pretraining: Mapping[str, DetectionDataset], held_out: Mapping[str, DetectionDataset]
-) -> None:
-    """Refuse a pretraining set that holds one of the ``held_out`` images (validation, test).
-
-    Compares the images' bytes, not their names (the built-in folders of two data seeds use the
-    same file names for different images).
-
-    Raises:
-        UserError: naming the first shared image.
-    """
-    seen: dict[str, str] = {}
-    for part in pretraining.values():
-        seen.update(image_digests(part))
-    for name, part in held_out.items():
-        shared = [file for digest, file in image_digests(part).items() if digest in seen]
-        if shared:
-            raise UserError(
-                f"the backbone's pretraining images include {len(shared)} of the {name} images "
-                f"(first: {shared[0]})",
-                path=part.root,
-                fix=f"pretrain on other images (the built-in data of seed {PRETRAIN_DATA_SEED} "
-                "when the lessons use seed 0)",
-            )
 
 
 def pretrain_small_backbone(

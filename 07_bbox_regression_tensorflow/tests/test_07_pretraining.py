@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from bbox_models import keras
 
+from detseg.data.pretraining import image_digests
 from detseg.errors import UserError
 
 
@@ -23,9 +24,9 @@ def test_pretraining_images_are_other_images_than_the_lessons(pretraining):
     train, val = pretraining["train"], pretraining["val"]
     assert (len(train), len(val)) == (13, 3)
     assert not {r.file_name for r in train.records} & {r.file_name for r in val.records}
-    ours = set(bbox_training.image_digests(train)) | set(bbox_training.image_digests(val))
+    ours = set(image_digests(train)) | set(image_digests(val))
     assert len(ours) == 16  # 16 different images
-    assert not ours & set(bbox_training.image_digests(lessons))  # none of the lessons' 24
+    assert not ours & set(image_digests(lessons))  # none of the lessons' 24
     bbox_training.check_disjoint(pretraining, {"val": splits["val"], "test": splits["test"]})
 
 
