@@ -118,8 +118,8 @@ print(
 # from scratch 250 steps scored AP50 0.003. So `train_detector.py` first gives the trunk a head
 # start, as lesson 2 did for its small backbone: it learns to classify shapes cut out of *other*
 # built-in scenes (data seed 1, never the detector's; `ssdlite_pretraining.py`), 64 px crops that
-# cost 1/16 of a scene each; the trunk is cached with the seconds it took, which count inside the
-# 10-minute `--time-budget`. Then SSDlite trains at 256 px (the scenes' own size) with AdamW,
+# cost 1/16 of a scene each; the trunk is cached with the seconds it took, reported apart and, like
+# ImageNet weights, outside the 10-minute `--time-budget`. Then SSDlite trains at 256 px (the scenes' own size) with AdamW,
 # warm-up and a cosine schedule, and default boxes of 0.05-0.6 of the input instead of the paper's
 # 0.2-0.95 (the built-in shapes are small: `--anchor-scales`); it evaluates COCO AP on the
 # validation images after every epoch with the core evaluator and keeps `best.pt` by AP50. Before

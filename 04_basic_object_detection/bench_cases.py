@@ -141,7 +141,7 @@ def case_feature_cache() -> dict[str, Any]:
 def case_summary() -> dict[str, Any]:
     """The README's SSDlite bar end to end: ``train_detector.py`` with its defaults (SSDlite320 on
     built-in ``shapes``; bar bbox mAP@0.5 >= 0.80; its trunk pretrained in a fresh runs folder,
-    inside the 10 minutes), then ``export_detector.py`` on its best
+    timed apart, outside the 10 minutes), then ``export_detector.py`` on its best
     checkpoint (the network body on ONNX Runtime and OpenCV DNN, detections matched to PyTorch's,
     milliseconds per 320 x 320 frame with the same decoding). Smoke mode runs ``--dry-run`` on 8
     images and exports on 2: the numbers then mean nothing.

@@ -49,6 +49,30 @@ def trained_ssd(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     return out / "dry-run" / "last.pt"
 
 
+def test_time_budget_does_not_count_the_cached_trunk_pretraining(
+    script, trained_ssd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the trunk's pretraining stands in for ImageNet weights: --time-budget 2 leaves the detector
+    # all 120 s, however long the (cached) pretraining took
+    monkeypatch.setenv("DETSEG_RUNS", str(trained_ssd.parents[1] / "runs"))  # the fixture's trunk
+    module = script("train_detector")
+    seen: dict[str, float] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_budget_run(model, loader, budget_s, kwargs):
+        seen["budget_s"] = budget_s
+        raise Stop
+
+    monkeypatch.setattr(module, "train_with_budget", fake_budget_run)
+    with pytest.raises(Stop):
+        module.main(
+            ["--time-budget", "2", "--batch-size", "2", "--output-dir", str(trained_ssd.parents[1])]
+        )
+    assert seen["budget_s"] == 120.0
+
+
 def test_train_detector_checkpoint_rebuilds_the_model(script, trained_ssd: Path) -> None:
     model, config = script("train_detector").load_detector(trained_ssd)
     assert config["model"] == "ssdlite320" and config["classes"][0] == "circle"

@@ -1,9 +1,11 @@
 """Training within a wall-clock budget: one engine call per epoch, each resuming exactly from
 ``last.pt``, stopping before an epoch that would end past the budget.
 
-The quality bars of the examples are stated in minutes on 2 CPU cores; ``--time-budget`` in their
-``train.py`` runs the same schedule as without it (the lr schedule still counts all ``epochs``) and
-only stops early, so a budgeted run is a prefix of the full one.
+The quality bars of the examples are stated in minutes on 2 CPU cores. :func:`train_within_budget`
+runs the same schedule as without a budget (the lr schedule still counts all ``epochs``) and only
+stops early, so a budgeted run is a prefix of the full one (02, 04, 05). 03 fits its schedule
+to the budget instead (``03_yolo_v7_tutorial/yolov7_budget.py``: epoch 1 is timed, then the cosine
+ends at the last epoch that fits).
 """
 
 from __future__ import annotations
