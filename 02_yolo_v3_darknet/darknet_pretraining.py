@@ -42,7 +42,12 @@ from torch.utils.data import DataLoader
 from detseg import settings
 from detseg.cli.common import HelpFormatter
 from detseg.data import recipes
-from detseg.data.pretraining import PRETRAIN_DATA_SEED, check_disjoint, shape_crop_sets
+from detseg.data.pretraining import (
+    PRETRAIN_DATA_SEED,
+    check_disjoint,
+    shape_crop_sets,
+    train_steps,
+)
 from detseg.data.types import DetectionDataset
 from detseg.errors import UserError, run_cli
 
@@ -129,21 +134,16 @@ def pretrain_partial(
     total = config.epochs * len(loader)
     total = total if config.max_steps is None else min(config.max_steps, total)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
-    steps = 0
-    for epoch in range(config.epochs):
-        for crops, labels in loader:
-            loss = nn.functional.cross_entropy(model(crops), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            if steps >= total:
-                break
-        log(f"pretraining {config.cfg}'s first {config.layers} layers on shape crops: epoch "
-            f"{epoch + 1}, loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-        if steps >= total:
-            break
+    steps = train_steps(
+        loader,
+        lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
+        optimizer,
+        scheduler,
+        epochs=config.epochs,
+        total=total,
+        describe=f"pretraining {config.cfg}'s first {config.layers} layers on shape crops",
+        log=lambda text: log(f"{text} ({time.perf_counter() - start:.0f} s)"),
+    )
     model.eval()
     with torch.no_grad():
         hits = [(model(crops).argmax(1) == labels).double()

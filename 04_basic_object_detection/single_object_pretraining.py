@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from detseg.data.imageio import read_image
-from detseg.data.pretraining import ShapeCrops
+from detseg.data.pretraining import ShapeCrops, train_steps
 from detseg.data.types import DetectionDataset
 
 PRETRAIN_TASKS = {
@@ -130,37 +130,6 @@ def locating_head(backbone: SmallBackbone, locator_map: int = 4) -> nn.Sequentia
     return nn.Sequential(
         nn.Conv2d(channels, 32, 1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 64, 4), nn.Sigmoid()
     )
-
-
-def train_steps(
-    loader: DataLoader,
-    loss_of: Callable[[Any], Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    *,
-    epochs: int,
-    total: int,
-    describe: str,
-    log: Callable[[str], Any],
-) -> int:
-    """The plain loop both pretrainings use (this small backbone's and SSDlite's trunk): passes
-    over ``loader``, one optimizer and scheduler step per batch, stopping after ``total`` steps;
-    logs ``"<describe>: epoch k, loss x"`` (the epoch's last batch). Returns the steps taken."""
-    steps = 0
-    for epoch in range(epochs):
-        for batch in loader:
-            loss = loss_of(batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            if steps >= total:
-                break
-        log(f"{describe}: epoch {epoch + 1}, loss {loss:.3f}")
-        if steps >= total:
-            break
-    return steps
 
 
 def pretrain_small_backbone(

@@ -25,11 +25,10 @@ from typing import Any
 
 import torch
 from detection_zoo import mobilenet_v3_for_ssdlite
-from single_object_pretraining import train_steps
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from detseg.data.pretraining import PRETRAIN_DATA_SEED, ShapeCrops, shape_crop_sets
+from detseg.data.pretraining import PRETRAIN_DATA_SEED, ShapeCrops, shape_crop_sets, train_steps
 
 
 def crop_sets(num_images: int | None, seed: int, side: int) -> tuple[ShapeCrops, ShapeCrops, int]:

@@ -18,6 +18,7 @@ from detseg.data.pretraining import (
     check_disjoint,
     cut_shape_crops,
     shape_crop_sets,
+    train_steps,
 )
 from detseg.data.types import DetectionDataset, DetectionRecord
 from detseg.errors import UserError
@@ -99,3 +100,42 @@ def test_disjointness_compares_bytes_not_names(tmp_path: Path) -> None:
     renamed = replace(second, records=[replace(second.records[0], file_name="renamed.png")])
     with pytest.raises(UserError, match=r"include 1 of the val images \(first: renamed.png\)"):
         check_disjoint({"pretraining": first}, {"val": renamed}, fix="use other images")
+
+
+def test_train_steps_stops_at_total_logs_each_epoch_and_equals_a_hand_loop() -> None:
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(10, 3), torch.randn(10, 1)
+    batches = [(inputs[i : i + 2], targets[i : i + 2]) for i in range(0, 10, 2)]  # 5 a pass
+
+    def setup():
+        torch.manual_seed(1)
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        return model, optimizer, scheduler
+
+    model, optimizer, scheduler = setup()
+    lines: list[str] = []
+    steps = train_steps(
+        batches,
+        lambda batch: torch.nn.functional.mse_loss(model(batch[0]), batch[1]),
+        optimizer,
+        scheduler,
+        epochs=3,
+        total=7,
+        describe="warm-up",
+        log=lines.append,
+    )
+    assert steps == 7
+    assert [line.split(", loss")[0] for line in lines] == ["warm-up: epoch 1", "warm-up: epoch 2"]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**7)
+
+    hand, hand_optimizer, hand_scheduler = setup()
+    for inputs_, targets_ in (batches + batches)[:7]:
+        loss = torch.nn.functional.mse_loss(hand(inputs_), targets_)
+        hand_optimizer.zero_grad()
+        loss.backward()
+        hand_optimizer.step()
+        hand_scheduler.step()
+    assert torch.equal(model.weight, hand.weight) and torch.equal(model.bias, hand.bias)
+    assert lines[-1] == f"warm-up: epoch 2, loss {loss.item():.3f}"

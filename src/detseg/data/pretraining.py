@@ -4,7 +4,8 @@ Examples that would start from ImageNet weights (04's SSDlite trunk and small ba
 ``yolov3-tiny.conv.15``) first teach their backbone a cheap classification task on *other* images
 than the detector's: the shapes cut out of built-in ``shapes`` scenes of another data seed
 (:data:`PRETRAIN_DATA_SEED`; image ``i`` of a recipe depends only on ``(seed, recipe, i)``, so the
-scenes differ from the detector's). :func:`check_disjoint` proves it on the files' bytes.
+scenes differ from the detector's). :func:`check_disjoint` proves it on the files' bytes;
+:func:`train_steps` is the one loop all of them train with.
 
 A crop (:class:`ShapeCrops`) is a shape's box plus a random margin of context (5-40 % of its width
 or height on each side), resized to ``side`` x ``side`` ignoring the aspect ratio (``cv2.INTER_AREA``),
@@ -14,13 +15,14 @@ training, mirrored left-right with probability 1/2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from detseg.data.download import sha256_of
 from detseg.data.imageio import read_image
@@ -163,3 +165,35 @@ def check_disjoint(
                 fix=fix,
             )
     return len(seen)
+
+
+def train_steps(
+    loader: DataLoader,
+    loss_of: Callable[[Any], Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    epochs: int,
+    total: int,
+    describe: str,
+    log: Callable[[str], Any],
+) -> int:
+    """The plain pretraining loop (02's yolov3-tiny.conv.15, 04's small backbone and SSDlite
+    trunk): passes over ``loader``, one optimizer and scheduler step per batch, stopping after
+    ``total`` steps; logs ``"<describe>: epoch k, loss x"`` (the epoch's last batch). Returns the
+    steps taken."""
+    steps = 0
+    for epoch in range(epochs):
+        for batch in loader:
+            loss = loss_of(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            steps += 1
+            if steps >= total:
+                break
+        log(f"{describe}: epoch {epoch + 1}, loss {loss:.3f}")
+        if steps >= total:
+            break
+    return steps
