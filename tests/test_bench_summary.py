@@ -87,6 +87,33 @@ def test_rows_by_example_and_machine_latest_wins_dash_for_unmeasured():
     assert len([line for line in lines if line.startswith("| `")]) == 2  # the failed 02 is left out
 
 
+def test_pretraining_is_shown_apart_from_the_training_never_added_in():
+    document = {
+        "slug": "cpu-a",
+        "date": "2026-12-08",
+        "machine": {},
+        "cases": {
+            "02-summary": _summary(
+                "02_yolo_v3_darknet",
+                train_s=545.0,
+                pretrain_s=210.0,
+                quality=0.4,
+                quality_metric="bbox mAP@0.5",
+            ),  # fmt: skip
+            "07-summary": _summary(
+                "07_bbox_regression_tensorflow",
+                train_s=270.0,
+                pretrain_s=0.0,
+                quality=0.8,
+                quality_metric="mean IoU",
+            ),  # fmt: skip
+        },
+    }
+    rows = bench_summary.render_examples_table([document]).splitlines()[2:4]
+    assert rows[0].split(" | ")[3] == "9.1 min (+ 3.5 min pretraining)"
+    assert rows[1].split(" | ")[3] == "4.5 min"  # no pretraining reported: nothing added
+
+
 def test_no_summary_yet():
     assert "No example has been measured" in bench_summary.render_examples_table(DOCS[2:][:0])
 
